@@ -1,0 +1,374 @@
+"""Google Cloud Storage and BigQuery: dagster-gcp's resources, with the zoomcamp's settings.
+
+``TaxiGCSResource`` and ``TaxiBigQueryResource`` are thin subclasses of dagster-gcp's
+``GCSResource`` and ``BigQueryResource``; they add the settings users already keep for the
+zoomcamp flows (``GCP_PROJECT_ID``, ``GCP_LOCATION``, ``GCP_BUCKET_NAME``, ``GCP_DATASET``,
+``GCP_CREDS``) and two things the base classes leave to the caller:
+
+* every setting is optional at load time, so a deployment that only loads Postgres starts
+  without them; a step that needs one fails at its first use with a message naming the
+  environment variable to set;
+* credentials come from ``GOOGLE_APPLICATION_CREDENTIALS`` (read by google-auth itself) or
+  from a service-account JSON key in ``GCP_CREDS`` (raw or base64), handed to the clients
+  directly. dagster-gcp's own ``gcp_credentials`` writes the key to a temporary file and
+  points the process-wide ``GOOGLE_APPLICATION_CREDENTIALS`` at it, which concurrent steps
+  in one process would trip over; the key is never logged either way.
+
+Local stand-ins (``taxi_platform/local_gcp.py``) are configured here too: ``emulator_host``
+points the storage client at fake-gcs-server, ``local_database`` makes BigQuery a DuckDB
+file (``warehouse.py``). ``gcp_resources_from_env`` is the one place the variables are read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_gcp import BigQueryResource, GCSResource
+from google.api_core import exceptions as google_exceptions
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.cloud import storage
+from google.cloud.storage.exceptions import DataCorruption
+from pydantic import Field
+
+from taxi_platform.resources.warehouse import (
+    STORAGE_ADMIN,
+    BigQueryWarehouse,
+    DuckDBWarehouse,
+    GcpError,
+    GcpSettingMissing,
+    Warehouse,
+    explain_forbidden,
+)
+
+# Each setting, the variable users set it with, and what it is for (the error message).
+SETTINGS = {
+    "project": ("GCP_PROJECT_ID", "the Google Cloud project that holds the bucket and dataset"),
+    "location": ("GCP_LOCATION", "where the bucket and dataset are created, e.g. US or EU"),
+    "bucket_name": ("GCP_BUCKET_NAME", "the GCS bucket the trip files are uploaded to"),
+    "dataset": ("GCP_DATASET", "the BigQuery dataset that holds the trip tables"),
+}
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+
+def _required(resource: dg.ConfigurableResource, field: str) -> str:
+    value = getattr(resource, field)
+    if not value:
+        variable, purpose = SETTINGS[field]
+        raise GcpSettingMissing(
+            f"{variable} is not set: it names {purpose}. Set {variable} in the environment "
+            f"(or the resource's `{field}` field) and run again."
+        )
+    return value
+
+
+def service_account_credentials(key: str | None) -> Credentials | None:
+    """Credentials from a service-account JSON key, given as JSON or as base64 of it.
+
+    ``None`` lets google-auth find them itself (``GOOGLE_APPLICATION_CREDENTIALS``, the
+    metadata server, ``gcloud auth application-default login``).
+    """
+    if not key:
+        return None
+    from google.oauth2 import service_account
+
+    text = key.strip()
+    if not text.startswith("{"):
+        try:
+            text = base64.b64decode(text, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise GcpSettingMissing(
+                "GCP_CREDS is neither a JSON service-account key nor base64 of one"
+            ) from None
+    try:
+        info = json.loads(text)
+        return service_account.Credentials.from_service_account_info(
+            info, scopes=[CLOUD_PLATFORM_SCOPE]
+        )
+    except (ValueError, KeyError):
+        # The key's content stays out of the message: it is a secret.
+        raise GcpSettingMissing(
+            "GCP_CREDS does not hold a usable service-account key (expected the JSON file "
+            "downloaded from IAM & Admin > Service accounts > Keys)"
+        ) from None
+
+
+class UploadCorrupted(GcpError):
+    """The object in the bucket is not the local file: it was removed, nothing reads it."""
+
+
+@dataclass(frozen=True)
+class BucketState:
+    created: bool
+    location: str | None
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    uri: str
+    bytes: int
+    md5_base64: str
+    uploaded: bool
+    generation: int | None
+    duration_seconds: float
+
+
+def file_md5_base64(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """The file's MD5 as GCS reports it (``md5Hash``: base64 of the digest)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as file:
+        while chunk := file.read(chunk_bytes):
+            digest.update(chunk)
+    return base64.b64encode(digest.digest()).decode("ascii")
+
+
+class TaxiGCSResource(GCSResource):
+    """The trip files' bucket: ``gs://{bucket_name}/{taxi}_tripdata_{YYYY}-{MM}.csv``."""
+
+    bucket_name: str | None = Field(default=None, description="GCS bucket (GCP_BUCKET_NAME).")
+    location: str | None = Field(
+        default=None, description="Location the bucket is created in (GCP_LOCATION)."
+    )
+    gcp_credentials: str | None = Field(
+        default=None,
+        description="Service-account JSON key, raw or base64 (GCP_CREDS). Unset: "
+        "GOOGLE_APPLICATION_CREDENTIALS or the environment's default credentials.",
+    )
+    emulator_host: str | None = Field(
+        default=None,
+        description="URL of a fake-gcs-server to use instead of Google "
+        "(STORAGE_EMULATOR_HOST); requests then go unauthenticated.",
+    )
+    upload_chunk_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        description="Resumable upload chunk size; a multiple of 256 KiB.",
+    )
+
+    @property
+    def required_project(self) -> str:
+        return _required(self, "project")
+
+    @property
+    def required_bucket(self) -> str:
+        return _required(self, "bucket_name")
+
+    @property
+    def required_location(self) -> str:
+        return _required(self, "location")
+
+    def get_object_to_set_on_execution_context(self) -> Any:
+        # dagster-gcp builds a client here, when the step starts; ours is built at first
+        # use, so a missing setting fails with its message and a step that never calls
+        # Google needs no credentials.
+        return self
+
+    def get_client(self) -> storage.Client:
+        if self.emulator_host:
+            return storage.Client(
+                project=self.project or "local",
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": self.emulator_host},
+            )
+        return storage.Client(
+            project=self.required_project,
+            credentials=service_account_credentials(self.gcp_credentials),
+        )
+
+    def ensure_bucket(self) -> BucketState:
+        """Create the bucket in ``location`` if absent; an existing one is left as it is."""
+        name, location = self.required_bucket, self.required_location
+        client = self.get_client()
+        with explain_forbidden("reading or creating the bucket", f"gs://{name}", STORAGE_ADMIN):
+            existing = client.lookup_bucket(name)
+            if existing is not None:
+                return BucketState(created=False, location=existing.location)
+            try:
+                created = client.create_bucket(name, project=client.project, location=location)
+            except google_exceptions.Conflict:
+                raise GcpError(
+                    f"bucket gs://{name} exists in another project (bucket names are global); "
+                    "choose another GCP_BUCKET_NAME"
+                ) from None
+        return BucketState(created=True, location=created.location)
+
+    def upload_file(self, local_path: Path, object_name: str) -> UploadResult:
+        """Put ``local_path`` at ``gs://{bucket}/{object_name}``, unless it is there already.
+
+        An object with the file's MD5 is left alone (a re-run uploads nothing). Otherwise
+        the upload is resumable (a dropped connection resumes at the last chunk) and
+        checksummed by the client; the object's MD5 is then read back and compared, and an
+        object that differs is deleted, so a cut-off upload never reaches BigQuery.
+        """
+        started = time.monotonic()
+        name = self.required_bucket
+        uri = f"gs://{name}/{object_name}"
+        local_md5 = file_md5_base64(local_path)
+        size = local_path.stat().st_size
+        bucket = self.get_client().bucket(name)
+        with explain_forbidden("reading and writing objects", f"gs://{name}", STORAGE_ADMIN):
+            try:
+                existing = bucket.get_blob(object_name)
+            except google_exceptions.NotFound:
+                existing = None
+            if existing is not None and existing.md5_hash == local_md5:
+                return UploadResult(
+                    uri, size, local_md5, False, existing.generation, time.monotonic() - started
+                )
+            blob = bucket.blob(object_name, chunk_size=self.upload_chunk_bytes)
+            try:
+                blob.upload_from_filename(str(local_path), content_type="text/csv", checksum="md5")
+            except DataCorruption:
+                raise UploadCorrupted(
+                    f"{uri}: the upload arrived corrupted (MD5 mismatch); the object was "
+                    "deleted, run again"
+                ) from None
+            except google_exceptions.NotFound:
+                raise GcpError(
+                    f"bucket gs://{name} does not exist; materialize gcs/bucket first"
+                ) from None
+            generation = self.verify_object(object_name, local_md5, size)
+        return UploadResult(uri, size, local_md5, True, generation, time.monotonic() - started)
+
+    def verify_object(self, object_name: str, expected_md5: str, expected_bytes: int) -> int:
+        """Check the stored object against the local file; delete it if it differs."""
+        name = self.required_bucket
+        uri = f"gs://{name}/{object_name}"
+        bucket = self.get_client().bucket(name)
+        with explain_forbidden("reading and deleting objects", f"gs://{name}", STORAGE_ADMIN):
+            stored = bucket.get_blob(object_name)
+            if stored is None:
+                raise UploadCorrupted(f"{uri}: the object is missing after the upload")
+            if stored.md5_hash != expected_md5 or stored.size != expected_bytes:
+                stored.delete(if_generation_match=stored.generation)
+                raise UploadCorrupted(
+                    f"{uri}: the stored object ({stored.size} bytes, MD5 {stored.md5_hash}) "
+                    f"is not the local file ({expected_bytes} bytes, MD5 {expected_md5}); "
+                    "the object was deleted so BigQuery cannot read a partial file"
+                )
+        return stored.generation
+
+
+class TaxiBigQueryResource(BigQueryResource):
+    """The trip tables' dataset, handed out as a ``Warehouse`` that runs our statements.
+
+    ``project``, ``location`` and ``gcp_credentials`` are dagster-gcp's fields (the key may
+    be raw JSON here, not only base64). With ``local_database`` set, the warehouse is the
+    DuckDB stand-in reading external tables from ``local_gcs_root``.
+    """
+
+    dataset: str | None = Field(default=None, description="BigQuery dataset (GCP_DATASET).")
+    api_endpoint: str | None = Field(
+        default=None,
+        description="Another BigQuery API endpoint (an emulator); requests go unauthenticated.",
+    )
+    local_database: str | None = Field(
+        default=None,
+        description="Path of a DuckDB file standing in for BigQuery (set by the local run).",
+    )
+    local_gcs_root: str | None = Field(
+        default=None,
+        description="fake-gcs-server's filesystem root, where the local stand-in reads "
+        "external tables' objects.",
+    )
+
+    @property
+    def required_project(self) -> str:
+        return _required(self, "project")
+
+    @property
+    def required_dataset(self) -> str:
+        return _required(self, "dataset")
+
+    @property
+    def required_location(self) -> str:
+        return _required(self, "location")
+
+    def get_object_to_set_on_execution_context(self) -> Any:
+        return self  # as for GCS: the client is made at first use, not at step start
+
+    @contextmanager
+    def get_client(self) -> Iterator[Any]:
+        from google.cloud import bigquery
+
+        if self.api_endpoint:
+            yield bigquery.Client(
+                project=self.required_project,
+                location=self.location,
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": self.api_endpoint},
+            )
+            return
+        client = bigquery.Client(
+            project=self.required_project,
+            location=self.location,
+            credentials=service_account_credentials(self.gcp_credentials),
+        )
+        try:
+            yield client
+        finally:
+            client.close()
+
+    @contextmanager
+    def warehouse(self) -> Iterator[Warehouse]:
+        if self.local_database:
+            if not self.local_gcs_root:
+                raise GcpSettingMissing(
+                    "TAXI_LOCAL_GCS_ROOT is not set: the local BigQuery stand-in reads "
+                    "external tables from fake-gcs-server's folder"
+                )
+            yield DuckDBWarehouse(
+                Path(self.local_database), Path(self.local_gcs_root), self.required_project
+            )
+            return
+        with self.get_client() as client:
+            yield BigQueryWarehouse(client, self.required_project, self.location)
+
+
+# Variables the local run sets (taxi_platform/local_gcp.py) besides the GCP_* ones.
+LOCAL_BIGQUERY_DATABASE = "TAXI_LOCAL_BIGQUERY_DATABASE"
+LOCAL_GCS_ROOT = "TAXI_LOCAL_GCS_ROOT"
+STORAGE_EMULATOR_HOST = "STORAGE_EMULATOR_HOST"
+BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"
+
+
+def _env(name: str) -> dg.EnvVar | None:
+    """An ``EnvVar`` when set (the UI shows where the value comes from, and hides it)."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def gcp_resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    """``gcs`` and ``bigquery`` resources from the environment; unset settings stay unset.
+
+    Nothing is required here: a missing variable fails the first step that needs it, with
+    a message naming the variable, so a Postgres-only deployment does not need them.
+    """
+    project, location = _env("GCP_PROJECT_ID"), _env("GCP_LOCATION")
+    credentials = _env("GCP_CREDS")
+    return {
+        "gcs": TaxiGCSResource(
+            project=project,
+            location=location,
+            bucket_name=_env("GCP_BUCKET_NAME"),
+            gcp_credentials=credentials,
+            emulator_host=_env(STORAGE_EMULATOR_HOST),
+        ),
+        "bigquery": TaxiBigQueryResource(
+            project=project,
+            location=location,
+            dataset=_env("GCP_DATASET"),
+            gcp_credentials=credentials,
+            api_endpoint=_env(BIGQUERY_EMULATOR_HOST),
+            local_database=_env(LOCAL_BIGQUERY_DATABASE),
+            local_gcs_root=_env(LOCAL_GCS_ROOT),
+        ),
+    }
