@@ -1,12 +1,12 @@
 """The one ``Definitions`` object: every taxi type's assets, built from the catalogue."""
 
-from __future__ import annotations
-
 import dagster as dg
 
+from taxi_platform.assets.gcp import build_gcp_assets, gcp_setup_assets
 from taxi_platform.assets.postgres import build_postgres_assets
 from taxi_platform.assets.raw import build_raw_asset
 from taxi_platform.catalog import TAXIS
+from taxi_platform.getting_started import getting_started_definitions
 from taxi_platform.resources.defaults import default_resources
 
 taxi_assets = [
@@ -15,4 +15,12 @@ taxi_assets = [
     for asset in (build_raw_asset(taxi), *build_postgres_assets(taxi))
 ]
 
-defs = dg.Definitions(assets=taxi_assets, resources=default_resources())
+gcp_assets = [
+    *gcp_setup_assets(),
+    *(asset for taxi in TAXIS.values() for asset in build_gcp_assets(taxi)),
+]
+
+defs = dg.Definitions.merge(
+    dg.Definitions(assets=[*taxi_assets, *gcp_assets], resources=default_resources()),
+    getting_started_definitions(),
+)

@@ -13,7 +13,16 @@ months need, once.
 
 import dagster as dg
 
-from taxi_platform.assets.raw import describe_month, raw_asset_key
+from taxi_platform.asset_keys import (
+    BUCKET_ASSET_KEY,
+    DATASET_ASSET_KEY,
+    bigquery_asset_key,
+    external_asset_key,
+    gcs_asset_key,
+    month_asset_key,
+    raw_asset_key,
+)
+from taxi_platform.assets.raw import describe_month
 from taxi_platform.catalog import TaxiType
 from taxi_platform.partitions import MONTHLY_PARTITIONS, month_start
 from taxi_platform.raw_file import LandedFile
@@ -25,28 +34,10 @@ from taxi_platform.resources.warehouse import (
     GcpSettingMissing,
     StatementResult,
 )
+from taxi_platform.retention import release_landed_file
 from taxi_platform.sql import bigquery as bq_sql
 
 GCP_SETUP_GROUP = "gcp_setup"
-BUCKET_ASSET_KEY = dg.AssetKey(["gcs", "bucket"])
-DATASET_ASSET_KEY = dg.AssetKey(["bigquery", "dataset"])
-
-
-def gcs_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["gcs", f"{taxi.table}_csv"])
-
-
-def external_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["bigquery", f"{taxi.table}_ext"])
-
-
-def month_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["bigquery", f"{taxi.table}_month"])
-
-
-def bigquery_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["bigquery", taxi.table])
-
 
 def _failure(describe: str, error: GcpError) -> dg.Failure:
     # A missing setting or a refused permission will fail the same way on a retry.
@@ -160,6 +151,7 @@ def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         context.log.info(
             f"{describe}: {'uploaded to' if result.uploaded else 'already at'} {result.uri}"
         )
+        release_landed_file(context, landing, taxi, month)
         return dg.MaterializeResult(
             metadata={
                 "uri": result.uri,

@@ -2,24 +2,18 @@
 
 import dagster as dg
 
-from taxi_platform.assets.raw import describe_month, raw_asset_key
+from taxi_platform.asset_keys import final_asset_key, raw_asset_key, staging_asset_key
+from taxi_platform.assets.raw import describe_month
 from taxi_platform.catalog import TaxiType
 from taxi_platform.partitions import MONTHLY_PARTITIONS, month_start
 from taxi_platform.postgres_load import LoadError, merge_month, stage_month
 from taxi_platform.raw_file import LandedFile
 from taxi_platform.resources import LandingArea, PostgresResource
+from taxi_platform.retention import release_landed_file
 
 # The steps that load the database share one pool, so a long backfill cannot open more
 # COPYs and merges at once than dagster.yaml's pool limit allows.
 DATABASE_POOL = "taxi_database"
-
-
-def staging_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["postgres", f"{taxi.table}_staging"])
-
-
-def final_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["postgres", taxi.table])
 
 
 class StagingConfig(dg.Config):
@@ -73,6 +67,7 @@ def build_postgres_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
             raise dg.Failure(description=str(error)) from None
         if result.already_loaded:
             context.log.info(f"{describe}: this exact file is already merged; nothing staged")
+        release_landed_file(context, landing, taxi, month)
         return dg.MaterializeResult(
             metadata={
                 "rows_staged": result.rows_staged,

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from taxi_platform.asset_keys import raw_asset_key
 from taxi_platform.catalog import TaxiType
 from taxi_platform.partitions import MONTHLY_PARTITIONS, month_start
 from taxi_platform.raw_file import BadTripFile, land_month
@@ -13,10 +14,6 @@ from taxi_platform.resources.trip_source import MonthNotPublished, SourceUnavail
 DOWNLOAD_RETRY_POLICY = dg.RetryPolicy(
     max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
-
-
-def raw_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["raw", f"{taxi.table}_csv"])
 
 
 def describe_month(taxi: TaxiType, partition_key: str) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 
 from taxi_platform.local_postgres import taxi_home
+from taxi_platform.resources.gcp import gcp_resources_from_env
 from taxi_platform.resources.landing import LandingArea
 from taxi_platform.resources.postgres import PostgresResource
 from taxi_platform.resources.trip_source import DEFAULT_SOURCE_URL, TripFileSource
@@ -32,4 +33,5 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "postgres": PostgresResource(
             url=dg.EnvVar("TAXI_DATABASE_URL") if os.environ.get("TAXI_DATABASE_URL") else None
         ),
+        **gcp_resources_from_env(),
     }

@@ -192,13 +192,3 @@ def record_load(taxi: TaxiType, month_start: date, final_schema: str = "public")
         table=sql.Literal(f"{final_schema}.{taxi.table}"),
         filename=sql.Literal(taxi.csv_name(month_start)),
     )
-
-
-def forget_load(taxi: TaxiType, month_start: date, final_schema: str = "public") -> sql.Composable:
-    return sql.SQL(
-        "delete from {ledger} where table_name = {table} and filename = {filename}"
-    ).format(
-        ledger=LEDGER_TABLE,
-        table=sql.Literal(f"{final_schema}.{taxi.table}"),
-        filename=sql.Literal(taxi.csv_name(month_start)),
-    )
