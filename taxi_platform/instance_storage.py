@@ -30,37 +30,25 @@ def storage_url() -> str:
     return url
 
 
-class TaxiRunStorage(PostgresRunStorage):
+class _UrlFromEnvironmentOrEmbedded:
+    """No configuration in dagster.yaml: the URL is resolved by each process at start."""
+
     @classmethod
     def config_type(cls) -> dict:
         return {}
 
     @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: dict
-    ) -> TaxiRunStorage:
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: dict):
         return cls(postgres_url=storage_url(), inst_data=inst_data)
 
 
-class TaxiEventLogStorage(PostgresEventLogStorage):
-    @classmethod
-    def config_type(cls) -> dict:
-        return {}
-
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: dict
-    ) -> TaxiEventLogStorage:
-        return cls(postgres_url=storage_url(), inst_data=inst_data)
+class TaxiRunStorage(_UrlFromEnvironmentOrEmbedded, PostgresRunStorage):
+    pass
 
 
-class TaxiScheduleStorage(PostgresScheduleStorage):
-    @classmethod
-    def config_type(cls) -> dict:
-        return {}
+class TaxiEventLogStorage(_UrlFromEnvironmentOrEmbedded, PostgresEventLogStorage):
+    pass
 
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: dict
-    ) -> TaxiScheduleStorage:
-        return cls(postgres_url=storage_url(), inst_data=inst_data)
+
+class TaxiScheduleStorage(_UrlFromEnvironmentOrEmbedded, PostgresScheduleStorage):
+    pass
