@@ -1,0 +1,204 @@
+"""Schedules and sensors, evaluated as the daemon evaluates them, at chosen instants."""
+
+import json
+from datetime import date, datetime, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+from dagster._utils.schedules import schedule_execution_time_iterator
+
+from taxi_platform.assets.postgres import final_asset_key
+from taxi_platform.catalog import GREEN, YELLOW
+from taxi_platform.definitions import defs as platform_defs
+from taxi_platform.generate import write_month
+from taxi_platform.mirror import ReleaseMirror
+from taxi_platform.orchestration import orchestration_definitions
+from taxi_platform.resources import TripFileSource
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def definitions() -> dg.Definitions:
+    return dg.Definitions.merge(platform_defs, orchestration_definitions())
+
+
+def evaluate_schedule(name: str, when: datetime, defs: dg.Definitions | None = None):
+    schedule = (defs or definitions()).get_schedule_def(name)
+    with dg.build_schedule_context(scheduled_execution_time=when) as context:
+        return schedule.evaluate_tick(context)
+
+
+def only_request(result) -> dg.RunRequest:
+    assert result.skip_message is None, result.skip_message
+    assert len(result.run_requests) == 1
+    return result.run_requests[0]
+
+
+def test_schedules_fire_on_the_first_at_the_kestra_hours_in_new_york() -> None:
+    defs = definitions()
+    green = defs.get_schedule_def("green_postgres_monthly")
+    yellow = defs.get_schedule_def("yellow_postgres_monthly")
+
+    assert (green.cron_schedule, green.execution_timezone) == ("0 9 1 * *", "America/New_York")
+    assert (yellow.cron_schedule, yellow.execution_timezone) == ("0 10 1 * *", "America/New_York")
+    assert {s.name for s in defs.schedules} >= {"green_gcp_monthly", "yellow_gcp_monthly"}
+    ticks = schedule_execution_time_iterator(
+        datetime(2019, 2, 15, tzinfo=timezone.utc).timestamp(),
+        green.cron_schedule,
+        green.execution_timezone,
+    )
+    # 09:00 in New York is 14:00 UTC in winter and 13:00 UTC in summer time.
+    assert [next(ticks).astimezone(timezone.utc).hour for _ in range(3)] == [14, 13, 13]
+
+
+def test_the_tick_of_the_first_loads_the_month_that_just_ended() -> None:
+    request = only_request(
+        evaluate_schedule("green_postgres_monthly", datetime(2019, 3, 1, 9, tzinfo=NEW_YORK))
+    )
+
+    assert request.partition_key == "2019-02-01"
+    assert request.run_key == "2019-02-01"
+    assert request.tags["taxi"] == "green"
+    assert request.tags["file"] == "green_tripdata_2019-02.csv"
+    assert request.job_name == "green_postgres"
+
+
+def test_the_january_tick_loads_december_of_the_previous_year() -> None:
+    request = only_request(
+        evaluate_schedule("yellow_postgres_monthly", datetime(2020, 1, 1, 10, tzinfo=NEW_YORK))
+    )
+
+    assert request.partition_key == "2019-12-01"
+    assert request.tags == {**request.tags, "taxi": "yellow", "file": "yellow_tripdata_2019-12.csv"}
+
+
+def test_the_month_comes_from_the_date_in_the_schedules_time_zone_not_utc() -> None:
+    # 1 March 02:00 UTC is still 28 February in New York: the month before is January.
+    request = only_request(
+        evaluate_schedule("green_postgres_monthly", datetime(2019, 3, 1, 2, 0, tzinfo=timezone.utc))
+    )
+
+    assert request.partition_key == "2019-01-01"
+
+
+def test_the_time_zone_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAXI_SCHEDULE_TIMEZONE", "Europe/Berlin")
+    defs = definitions()
+    schedule = defs.get_schedule_def("green_postgres_monthly")
+    # 1 April 2019 00:30 in Berlin is 31 March 22:30 UTC: April already, locally.
+    berlin_tick = datetime(2019, 4, 1, 9, tzinfo=ZoneInfo("Europe/Berlin"))
+
+    request = only_request(evaluate_schedule("green_postgres_monthly", berlin_tick, defs))
+
+    assert schedule.execution_timezone == "Europe/Berlin"
+    assert request.partition_key == "2019-03-01"
+
+
+def test_a_time_zone_whose_tick_precedes_the_utc_month_end_skips_with_a_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TAXI_SCHEDULE_TIMEZONE", "Pacific/Auckland")
+    defs = definitions()
+    tick = datetime(2019, 3, 1, 9, tzinfo=ZoneInfo("Pacific/Auckland"))
+
+    result = evaluate_schedule("green_postgres_monthly", tick, defs)
+
+    assert not result.run_requests
+    assert "not over in UTC" in result.skip_message
+
+
+# -- new_release_sensor --------------------------------------------------------------------
+
+
+@pytest.fixture
+def mirror_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "mirror"
+    for taxi in (GREEN, YELLOW):
+        for month in (date(2019, 1, 1), date(2019, 2, 1)):
+            write_month(taxi, month, 50, folder, seed=1)
+    return folder
+
+
+def evaluate_sensor(sensor: dg.SensorDefinition, cursor: str | None, **context_args):
+    with dg.build_sensor_context(cursor=cursor, **context_args) as context:
+        return sensor.evaluate_tick(context)
+
+
+def test_release_sensor_requests_exactly_the_new_month_once(mirror_folder: Path) -> None:
+    sensor = definitions().get_sensor_def("new_release_sensor")
+    start = json.dumps({"green": "2019-02", "yellow": "2019-02"})
+    with ReleaseMirror(mirror_folder) as mirror:
+        resources = {"trip_source": TripFileSource(base_url=mirror.base_url, max_attempts=1)}
+
+        before = evaluate_sensor(sensor, start, resources=resources)
+        write_month(GREEN, date(2019, 3, 1), 50, mirror_folder, seed=2)
+        published = evaluate_sensor(sensor, before.cursor, resources=resources)
+        after = evaluate_sensor(sensor, published.cursor, resources=resources)
+
+    assert before.run_requests == []
+    assert json.loads(before.cursor) == {"green": "2019-02", "yellow": "2019-02"}
+    assert [(r.job_name, r.partition_key) for r in published.run_requests] == [
+        ("green_postgres", "2019-03-01")
+    ]
+    request = published.run_requests[0]
+    assert request.tags["taxi"] == "green"
+    assert request.tags["file"] == "green_tripdata_2019-03.csv"
+    assert json.loads(published.cursor) == {"green": "2019-03", "yellow": "2019-02"}
+    assert after.run_requests == []
+    assert after.cursor == published.cursor
+
+
+def test_release_sensor_catches_up_and_targets_the_configured_paths(
+    mirror_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAXI_RELEASE_TARGETS", "postgres,gcp")
+    sensor = definitions().get_sensor_def("new_release_sensor")
+    for month in (date(2019, 3, 1), date(2019, 4, 1)):
+        write_month(YELLOW, month, 50, mirror_folder, seed=3)
+    with ReleaseMirror(mirror_folder) as mirror:
+        resources = {"trip_source": TripFileSource(base_url=mirror.base_url, max_attempts=1)}
+        result = evaluate_sensor(
+            sensor, json.dumps({"green": "2019-02", "yellow": "2019-02"}), resources=resources
+        )
+
+    assert sorted((r.job_name, r.partition_key) for r in result.run_requests) == [
+        ("yellow_gcp", "2019-03-01"),
+        ("yellow_gcp", "2019-04-01"),
+        ("yellow_postgres", "2019-03-01"),
+        ("yellow_postgres", "2019-04-01"),
+    ]
+    assert json.loads(result.cursor)["yellow"] == "2019-04"
+
+
+# -- monthly summary sensors ---------------------------------------------------------------
+
+
+def land(instance: dg.DagsterInstance, month: str) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=final_asset_key(GREEN), partition=month)
+    )
+
+
+def test_summary_sensor_requests_the_summary_of_each_month_that_landed() -> None:
+    sensor = definitions().get_sensor_def("green_monthly_summary_sensor")
+    with dg.instance_for_test() as instance:
+        land(instance, "2019-03-01")
+        first = evaluate_sensor(sensor, None, instance=instance)
+        quiet = evaluate_sensor(sensor, first.cursor, instance=instance)
+        # Two months landing between ticks (a backfill) each get their summary.
+        land(instance, "2019-04-01")
+        land(instance, "2019-05-01")
+        both = evaluate_sensor(sensor, quiet.cursor, instance=instance)
+
+    assert [(r.job_name, r.partition_key) for r in first.run_requests] == [
+        ("green_monthly_summary", "2019-03-01")
+    ]
+    assert first.run_requests[0].tags["file"] == "green_tripdata_2019-03.csv"
+    assert first.run_requests[0].tags["taxi"] == "green"
+    assert quiet.run_requests == []
+    assert [r.partition_key for r in both.run_requests] == ["2019-04-01", "2019-05-01"]
+    assert definitions().get_job_def("green_monthly_summary").asset_layer.selected_asset_keys == {
+        dg.AssetKey(["reports", "green_monthly_summary"])
+    }
