@@ -453,3 +453,28 @@ def test_compose_reads_the_seed_defaults() -> None:
     assert services["pgadmin"]["image"].startswith("dpage/pgadmin4")
     assert service_environment(services["pgadmin"])["PGADMIN_DEFAULT_EMAIL"] == "admin@admin.com"
     assert services["ui_proxy"]["image"].startswith("nginx:")
+
+
+@pytest.mark.parametrize(
+    "hash_value",
+    ["", "correct-horse-battery-staple", "{PLAIN}correct-horse-battery-staple"],
+    ids=["empty", "a-password-not-a-hash", "nginx-plain-text"],
+)
+def test_the_proxy_refuses_to_start_without_a_real_hash(tmp_path: Path, hash_value: str) -> None:
+    """No working default login: the entrypoint script stops the container instead of
+    writing an htpasswd file that an empty or plain-text value would make guessable."""
+    htpasswd = tmp_path / "htpasswd"
+    started = subprocess.run(
+        ["sh", str(HTPASSWD_SCRIPT)],
+        env={
+            "PATH": os.environ["PATH"],
+            "UI_USER": "admin",
+            "UI_PASSWORD_HASH": hash_value,
+            "UI_HTPASSWD_FILE": str(htpasswd),
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert started.returncode != 0
+    assert not htpasswd.exists()
+    assert hash_value == "" or hash_value not in started.stderr + started.stdout

@@ -212,4 +212,9 @@ def test_stack_lists_assets_and_loads_a_month_through_the_daemon(
     for process in stack.processes:
         process.check_alive()
     stack.wait_for_location_loaded(timeout=10)
+
+    # The database passwords travel in the environment, never into the processes' logs.
+    for url in (stack.env["DAGSTER_POSTGRES_URL"], database_url):
+        password = psycopg.conninfo.conninfo_to_dict(url.replace("+psycopg2", ""))["password"]
+        assert password not in stack.all_logs()
     assert stack.run_cli([str(BIN_DIR / "dagster-daemon"), "liveness-check"]).returncode == 0
