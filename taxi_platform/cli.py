@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from taxi_platform.backfill import add_backfill_command
 from taxi_platform.catalog import TAXIS
 from taxi_platform.local_postgres import DAGSTER_DATABASE, embedded_server, taxi_home
 from taxi_platform.partitions import months_between, parse_month
@@ -167,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument("--taxi", choices=[*TAXIS, "all"], default="all")
     purge.add_argument("--before", help="only months before YYYY-MM")
     purge.set_defaults(handler=command_purge)
+
+    add_backfill_command(commands)
     return parser
 
 

@@ -7,6 +7,7 @@ from taxi_platform.assets.postgres import build_postgres_assets
 from taxi_platform.assets.raw import build_raw_asset
 from taxi_platform.catalog import TAXIS
 from taxi_platform.getting_started import getting_started_definitions
+from taxi_platform.orchestration import orchestration_definitions
 from taxi_platform.resources.defaults import default_resources
 
 taxi_assets = [
@@ -20,7 +21,20 @@ gcp_assets = [
     *(asset for taxi in TAXIS.values() for asset in build_gcp_assets(taxi)),
 ]
 
-defs = dg.Definitions.merge(
-    dg.Definitions(assets=[*taxi_assets, *gcp_assets], resources=default_resources()),
-    getting_started_definitions(),
-)
+def build_definitions() -> dg.Definitions:
+    """Everything the code location serves; the environment is read as it is now."""
+    # Steps of a month run one after another in the run's process: on a small machine a
+    # process per step (eight with the checks) costs more than the steps themselves, and
+    # the months of a backfill already run in parallel as separate runs.
+    return dg.Definitions.merge(
+        dg.Definitions(
+            assets=[*taxi_assets, *gcp_assets],
+            resources=default_resources(),
+            executor=dg.in_process_executor,
+        ),
+        orchestration_definitions(),
+        getting_started_definitions(),
+    )
+
+
+defs = build_definitions()

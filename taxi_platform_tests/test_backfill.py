@@ -87,7 +87,7 @@ def stack(
                         limit["limit"] = TAXI_RUN_LIMIT
                 instance_yaml.write_text(yaml.safe_dump(settings))
                 running.start_code_server(
-                    ["--module-name", "taxi_platform_tests.test_orchestration_location"]
+                    ["--module-name", "taxi_platform.definitions"]
                 )
                 running.start_webserver(free_port())
                 running.start_daemon()

@@ -11,17 +11,16 @@ from dagster._utils.schedules import schedule_execution_time_iterator
 
 from taxi_platform.assets.postgres import final_asset_key
 from taxi_platform.catalog import GREEN, YELLOW
-from taxi_platform.definitions import defs as platform_defs
+from taxi_platform.definitions import build_definitions
 from taxi_platform.generate import write_month
 from taxi_platform.mirror import ReleaseMirror
-from taxi_platform.orchestration import orchestration_definitions
 from taxi_platform.resources import TripFileSource
 
 NEW_YORK = ZoneInfo("America/New_York")
 
 
 def definitions() -> dg.Definitions:
-    return dg.Definitions.merge(platform_defs, orchestration_definitions())
+    return build_definitions()
 
 
 def evaluate_schedule(name: str, when: datetime, defs: dg.Definitions | None = None):
