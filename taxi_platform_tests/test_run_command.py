@@ -130,3 +130,51 @@ def test_run_command_serves_the_ui_with_assets_and_partitions_on_127_0_0_1(
         os.killpg(process.pid, signal.SIGTERM)
         output = process.communicate(timeout=60)[0]
     assert f"the UI listens on 127.0.0.1 only: http://127.0.0.1:{port}" in output
+
+
+def test_generate_and_mirror_commands_serve_months_in_the_release_layout(tmp_path: Path) -> None:
+    out = tmp_path / "mirror"
+    generated = subprocess.run(
+        [
+            str(BIN / "taxi-platform"),
+            "generate",
+            "--taxi",
+            "green",
+            "--from",
+            "2019-01",
+            "--to",
+            "2019-02",
+            "--rows",
+            "250",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "green_tripdata_2019-02.csv.gz (250 rows)" in generated.stdout
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "taxi-platform"), "mirror", "--folder", str(out), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/green/green_tripdata_2019-01.csv.gz"
+        deadline = time.monotonic() + 60
+        response = None
+        while time.monotonic() < deadline:
+            try:
+                response = requests.get(url, timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)  # waiting for the mirror to bind, bounded by the deadline
+        assert response is not None and response.status_code == 200
+        assert response.content == (out / "green" / "green_tripdata_2019-01.csv.gz").read_bytes()
+        zones = requests.get(f"http://127.0.0.1:{port}/misc/taxi_zone_lookup.csv", timeout=5)
+        assert zones.status_code == 200 and b"LocationID" in zones.content
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
