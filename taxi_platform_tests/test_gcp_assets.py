@@ -36,6 +36,7 @@ from taxi_platform.resources.gcp import (
     file_md5_base64,
 )
 from taxi_platform.resources.warehouse import DuckDBWarehouse
+from taxi_platform_tests.run_results import failure_message, metadata
 
 JANUARY, FEBRUARY = date(2019, 1, 1), date(2019, 2, 1)
 PROJECT, DATASET = "taxi-test", "zoomcamp"
@@ -147,24 +148,6 @@ def load(taxi: TaxiType, month: date, resources: dict, **kwargs) -> dg.ExecuteIn
         partition_key=partition_key(month),
         resources=resources,
         **kwargs,
-    )
-
-
-def metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
-    for event in result.get_asset_materialization_events():
-        if event.asset_key.to_user_string() == key:
-            return {name: value.value for name, value in event.materialization.metadata.items()}
-    raise AssertionError(f"{key} was not materialized")
-
-
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    failures = [event for event in result.all_events if event.is_step_failure]
-    assert failures, "the run was expected to fail"
-    return "\n".join(
-        str(event.step_failure_data.user_failure_data.description)
-        if event.step_failure_data.user_failure_data
-        else str(event.step_failure_data.error.message)
-        for event in failures
     )
 
 

@@ -19,6 +19,7 @@ from taxi_platform.generate import write_month
 from taxi_platform.partitions import partition_key
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
 from taxi_platform_tests.http_faults import FaultyMirror
+from taxi_platform_tests.run_results import failure_message, metadata
 
 JANUARY, FEBRUARY, MARCH = date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)
 
@@ -60,23 +61,6 @@ def assets_of(taxi: TaxiType) -> list[dg.AssetsDefinition]:
 def load(taxi: TaxiType, month: date, resources: dict, **kwargs) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         assets_of(taxi), partition_key=partition_key(month), resources=resources, **kwargs
-    )
-
-
-def metadata(result: dg.ExecuteInProcessResult, key: str) -> dict:
-    for event in result.get_asset_materialization_events():
-        if event.asset_key.to_user_string() == key:
-            return {name: value.value for name, value in event.materialization.metadata.items()}
-    raise AssertionError(f"{key} was not materialized")
-
-
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    failures = [event for event in result.all_events if event.is_step_failure]
-    assert failures, "the run was expected to fail"
-    return "\n".join(str(event.step_failure_data.error.message) for event in failures) + "\n".join(
-        str(event.step_failure_data.user_failure_data.description)
-        for event in failures
-        if event.step_failure_data.user_failure_data
     )
 
 

@@ -9,7 +9,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from taxi_platform.asset_keys import gcs_asset_key, raw_asset_key
+from taxi_platform.asset_keys import gcs_asset_key
 from taxi_platform.assets.gcp import build_gcp_assets
 from taxi_platform.catalog import GREEN
 from taxi_platform.definitions import taxi_assets
@@ -19,6 +19,7 @@ from taxi_platform.mirror import ReleaseMirror
 from taxi_platform.partitions import partition_key
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
 from taxi_platform.resources.gcp import TaxiGCSResource
+from taxi_platform_tests.run_results import metadata
 
 MONTHS = [date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)]
 GREEN_ASSETS = [asset for asset in taxi_assets if "green_tripdata" in asset.key.path[-1]]
@@ -46,13 +47,6 @@ def landed_files(landing_root: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
 
 
-def raw_metadata(result: dg.ExecuteInProcessResult) -> dict:
-    for event in result.get_asset_materialization_events():
-        if event.asset_key == raw_asset_key(GREEN):
-            return {key: value.value for key, value in event.materialization.metadata.items()}
-    raise AssertionError("raw asset not materialized")
-
-
 def test_delete_retention_removes_each_month_once_loaded_over_a_three_month_backfill(
     mirror: ReleaseMirror, database_url: str, tmp_path: Path
 ) -> None:
@@ -64,7 +58,7 @@ def test_delete_retention_removes_each_month_once_loaded_over_a_three_month_back
         result = dg.materialize(
             GREEN_ASSETS, partition_key=partition_key(month), resources=resources, instance=instance
         )
-        reported_sizes.append(raw_metadata(result)["landing_area_bytes"])
+        reported_sizes.append(metadata(result, "raw/green_tripdata_csv")["landing_area_bytes"])
         assert landed_files(landing_root) == []
 
     # While it was landed, each month's file was counted in the landing area's size.
@@ -84,7 +78,7 @@ def test_keep_retention_leaves_every_month(
         result = dg.materialize(
             GREEN_ASSETS, partition_key=partition_key(month), resources=resources, instance=instance
         )
-        sizes.append(raw_metadata(result)["landing_area_bytes"])
+        sizes.append(metadata(result, "raw/green_tripdata_csv")["landing_area_bytes"])
 
     assert landed_files(landing_root) == [
         name
@@ -147,7 +141,7 @@ def test_rematerializing_after_a_purge_downloads_again(
 
     again = dg.materialize(GREEN_ASSETS, partition_key=key, resources=resources)
 
-    assert raw_metadata(again)["downloaded"] is True
+    assert metadata(again, "raw/green_tripdata_csv")["downloaded"] is True
     assert landed_files(landing_root) == [
         GREEN.csv_name(MONTHS[0]),
         GREEN.csv_name(MONTHS[0]) + ".json",
