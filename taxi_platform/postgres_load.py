@@ -65,7 +65,7 @@ def stage_month(
     final_schema: str = "public",
     force: bool = False,
 ) -> StageResult:
-    """COPY the month's CSV into its own staging table (ids computed on the way in).
+    """COPY the month's CSV into its own staging table.
 
     A file the ledger already records as merged, with the same sha256, is not staged
     again: the re-run of a loaded month costs one lookup.
@@ -78,8 +78,6 @@ def stage_month(
     try:
         with connection.transaction():
             connection.execute(statements.month_lock(taxi, month_start))
-            for setting in statements.SESSION_SETTINGS:
-                connection.execute(setting)
             connection.execute(statements.drop_staging(taxi, month_start))
             connection.execute(statements.create_staging(taxi, month_start))
             with connection.cursor() as cursor:
@@ -114,6 +112,8 @@ def merge_month(
     try:
         with connection.transaction():
             connection.execute(statements.table_lock(taxi, final_schema))
+            for setting in statements.SESSION_SETTINGS:
+                connection.execute(setting)
             staged = connection.execute(statements.staging_exists(taxi, month_start)).fetchone()
             if not staged[0]:
                 entry = connection.execute(

@@ -32,8 +32,8 @@ def build_postgres_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         tags={"taxi": taxi.name},
         description=(
             f"The month's {taxi.name} rows COPYed into an unlogged table of their own "
-            f"(taxi_staging.{taxi.name}_tripdata_YYYY_MM), with unique_row_id and filename "
-            "computed as the rows arrive."
+            f"(taxi_staging.{taxi.name}_tripdata_YYYY_MM), private to the month; the merge "
+            "computes unique_row_id and filename as it moves them."
         ),
     )
     def staging(

@@ -32,14 +32,18 @@ def ids_shared_with_other_files(taxi: TaxiType, final_schema: str = "public") ->
 
     The merge inserts only ids the table does not hold yet, so a correct load leaves none;
     an id found under two names means two merges inserted it (e.g. two concurrent merges
-    of overlapping months, each blind to the other). Uses the id index per row.
+    of overlapping months, each blind to the other). Equal ids have equal pickups, so each
+    lookup goes through the pickup index.
     """
+    pickup = sql.Identifier(taxi.column(taxi.pickup_column).postgres_name)
     return sql.SQL(
         "select count(distinct month.unique_row_id) from {final} as month "
         "where month.filename = %(filename)s and exists ("
         "select 1 from {final} as other where other.unique_row_id = month.unique_row_id "
+        "and (other.{pickup} = month.{pickup} "
+        "or (other.{pickup} is null and month.{pickup} is null)) "
         "and other.filename is distinct from month.filename)"
-    ).format(final=final_table(taxi, final_schema))
+    ).format(final=final_table(taxi, final_schema), pickup=pickup)
 
 
 def rows_and_distinct_ids(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
