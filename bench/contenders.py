@@ -101,7 +101,8 @@ def zoomcamp_load(url: str, taxi: TaxiType, month_start: date, csv_path: Path) -
     with psycopg.connect(url, autocommit=True) as connection:
         with timing.step("create_tables"):
             connection.execute(zoomcamp_sql.create_final_table(taxi))
-            connection.execute(zoomcamp_sql.create_final_index(taxi))
+            for statement in zoomcamp_sql.create_final_indexes(taxi):
+                connection.execute(statement)
             connection.execute(zoomcamp_sql.create_staging_table(taxi))
         with timing.step("truncate_staging"):
             connection.execute(zoomcamp_sql.truncate_staging(taxi))

@@ -7,9 +7,11 @@ file name into the ``UPDATE``; column names come from our catalogue, a closed se
 printing them unquoted is as safe as the flow's template. Per statement, like the flow's
 ``Queries`` tasks, each runs in its own transaction.
 
-One addition the flow does not have: the btree index on ``unique_row_id`` that our final
-table carries, so that both merges pay for the same index (without it the flow's ``MERGE``
-would hash-join the whole final table every month, which only gets slower with history).
+One addition the flow does not have: the indexes our final table carries (a btree on the
+pickup time, a BRIN on ``filename``; ``taxi_platform.sql.postgres.final_table_indexes``),
+so that both loads pay for the same index maintenance. The flow's ``MERGE`` joins on
+``unique_row_id``, which neither index serves: it hash-joins the whole final table, as it
+does in the flow.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from datetime import date
 from psycopg import sql
 
 from taxi_platform.catalog import TaxiType
+from taxi_platform.sql.postgres import final_table_indexes
 
 SCHEMA = "public"
 
@@ -51,12 +54,9 @@ def create_staging_table(taxi: TaxiType) -> sql.SQL:
     return _ddl(staging_table_name(taxi), taxi)
 
 
-def create_final_index(taxi: TaxiType) -> sql.SQL:
-    """Not in the flow: the same index our final table has (see the module docstring)."""
-    return sql.SQL(
-        f"CREATE INDEX IF NOT EXISTS {taxi.table}_unique_row_id_idx "
-        f"ON {final_table_name(taxi)} (unique_row_id)"
-    )
+def create_final_indexes(taxi: TaxiType) -> list[sql.Composable]:
+    """Not in the flow: the same indexes our final table has (see the module docstring)."""
+    return final_table_indexes(taxi, SCHEMA)
 
 
 def truncate_staging(taxi: TaxiType) -> sql.SQL:

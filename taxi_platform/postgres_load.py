@@ -86,8 +86,12 @@ def stage_month(
                         while chunk := csv_file.read(COPY_CHUNK_BYTES):
                             copy.write(chunk)
                 rows_staged = cursor.rowcount
+            # What the merge needs to know about the staged file, kept with the table so
+            # that it survives between the two steps (they may run in different processes).
             connection.execute(
-                sql.SQL("comment on table {} is {}").format(staging, sql.Literal(sha256))
+                sql.SQL("comment on table {} is {}").format(
+                    staging, sql.Literal(f"{sha256} {rows_staged}")
+                )
             )
             connection.execute(sql.SQL("analyze {}").format(staging))
     except psycopg.Error as error:
@@ -125,17 +129,17 @@ def merge_month(
                         "materialize the staging asset first"
                     )
                 return MergeResult(rows_staged=entry[1], rows_inserted=0, already_loaded=True)
-            sha256 = connection.execute(
+            note = connection.execute(
                 "select obj_description(to_regclass(%s), 'pg_class')",
                 (f"{statements.STAGING_SCHEMA}.{taxi.month_table(month_start)}",),
             ).fetchone()[0]
-            rows_staged = connection.execute(statements.count_rows(staging)).fetchone()[0]
+            sha256, rows_staged = _staged_file(note, connection, staging)
             inserted = connection.execute(
                 statements.merge_into_final(taxi, month_start, final_schema)
             ).rowcount
             connection.execute(
                 statements.record_load(taxi, month_start, final_schema),
-                (sha256 or "", rows_staged, inserted),
+                (sha256, rows_staged, inserted),
             )
             connection.execute(statements.drop_staging(taxi, month_start))
     except LoadError:
@@ -145,6 +149,16 @@ def merge_month(
             f"{describe}: merge into the final table failed: {_explain(error)}"
         ) from error
     return MergeResult(rows_staged=rows_staged, rows_inserted=inserted, already_loaded=False)
+
+
+def _staged_file(
+    note: str | None, connection: psycopg.Connection, staging: sql.Identifier
+) -> tuple[str, int]:
+    """The sha256 and row count stage_month noted on the table (counted if absent)."""
+    parts = (note or "").split()
+    if len(parts) == 2 and parts[1].isdigit():
+        return parts[0], int(parts[1])
+    return "", connection.execute(statements.count_rows(staging)).fetchone()[0]
 
 
 def _explain(error: psycopg.Error) -> str:

@@ -56,6 +56,18 @@ def setup_statements(taxi: TaxiType, final_schema: str = "public") -> list[sql.C
         sql.SQL(
             "create table if not exists {table} (unique_row_id text, filename text, {columns})"
         ).format(table=final_table(taxi, final_schema), columns=sql.SQL(", ").join(columns)),
+        *final_table_indexes(taxi, final_schema),
+        sql.SQL(
+            "create table if not exists {ledger} (table_name text, filename text, "
+            "sha256 text not null, rows_staged bigint not null, rows_inserted bigint not null, "
+            "loaded_at timestamptz not null default now(), primary key (table_name, filename))"
+        ).format(ledger=LEDGER_TABLE),
+    ]
+
+
+def final_table_indexes(taxi: TaxiType, final_schema: str = "public") -> list[sql.Composable]:
+    """The two indexes we add to the zoomcamp table (see the module docstring for why)."""
+    return [
         sql.SQL("create index if not exists {index} on {table} ({pickup})").format(
             index=sql.Identifier(f"{taxi.table}_pickup_idx"),
             table=final_table(taxi, final_schema),
@@ -65,11 +77,6 @@ def setup_statements(taxi: TaxiType, final_schema: str = "public") -> list[sql.C
             index=sql.Identifier(f"{taxi.table}_filename_brin"),
             table=final_table(taxi, final_schema),
         ),
-        sql.SQL(
-            "create table if not exists {ledger} (table_name text, filename text, "
-            "sha256 text not null, rows_staged bigint not null, rows_inserted bigint not null, "
-            "loaded_at timestamptz not null default now(), primary key (table_name, filename))"
-        ).format(ledger=LEDGER_TABLE),
     ]
 
 
