@@ -167,7 +167,9 @@ def merge_into_final(
         "insert into {final} ({target_columns}) "
         "select {target_columns} from ("
         "select {id} as unique_row_id, {filename} as filename, {file_columns} from {staging}"
-        ") as staged "
+        # offset 0 keeps the subquery whole, so md5 runs once per row, not once for the
+        # lookup and again for the insert.
+        " offset 0) as staged "
         "where not exists (select 1 from {final} as existing "
         "where existing.{pickup} = staged.{pickup} "
         "and existing.unique_row_id = staged.unique_row_id) "
