@@ -21,6 +21,7 @@ gcp_assets = [
     *(asset for taxi in TAXIS.values() for asset in build_gcp_assets(taxi)),
 ]
 
+
 def build_definitions() -> dg.Definitions:
     """Everything the code location serves; the environment is read as it is now."""
     # Steps of a month run one after another in the run's process: on a small machine a

@@ -29,6 +29,7 @@ import psycopg
 import requests
 
 from taxi_platform.local_postgres import EmbeddedPostgres
+from taxi_platform_tests.conftest import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 INSTANCE_YAML = PROJECT_ROOT / "dagster.yaml"
@@ -358,3 +359,38 @@ def start_http_folder(folder: Path, port: int, log_dir: Path) -> ManagedProcess:
         watch=[process],
     )
     return process
+
+
+@contextmanager
+def platform_stack(
+    root: Path,
+    postgres_server: EmbeddedPostgres,
+    taxi_database_url: str,
+    mirror_folder: Path,
+    configure: Callable[[DagsterStack], None] | None = None,
+) -> Iterator[DagsterStack]:
+    """The platform as docker-compose.yaml runs it, without Docker: a release mirror over
+    ``mirror_folder``, Dagster storage in a fresh database, then code server, webserver and
+    daemon. ``configure`` may change the instance (its DAGSTER_HOME) before they start."""
+    mirror_port = free_port()
+    mirror = start_http_folder(mirror_folder, mirror_port, root)
+    try:
+        with fresh_database(postgres_server) as storage_url:
+            env = {
+                "DAGSTER_POSTGRES_URL": dagster_storage_url(storage_url),
+                "DAGSTER_CODE_SERVER_HOST": "127.0.0.1",
+                "DAGSTER_CODE_SERVER_PORT": str(free_port()),
+                "TAXI_DATABASE_URL": taxi_database_url,
+                "TAXI_SOURCE_URL": f"http://127.0.0.1:{mirror_port}",
+                "TAXI_HOME": str(root / "taxi_home"),
+            }
+            with dagster_stack(root, env) as running:
+                if configure is not None:
+                    configure(running)
+                running.start_code_server(["--module-name", "taxi_platform.definitions"])
+                running.start_webserver(free_port())
+                running.start_daemon()
+                running.wait_for_location_loaded()
+                yield running
+    finally:
+        mirror.stop()

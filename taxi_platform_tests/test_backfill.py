@@ -27,9 +27,7 @@ from taxi_platform.local_postgres import EmbeddedPostgres
 from taxi_platform_tests.conftest import free_port
 from taxi_platform_tests.stack import (
     DagsterStack,
-    dagster_stack,
-    fresh_database,
-    start_http_folder,
+    platform_stack,
     wait_until,
 )
 
@@ -64,41 +62,20 @@ def stack(
     for month in PUBLISHED:
         write_month(GREEN, month, ROWS, mirror_folder, seed=month.month)
     write_zone_lookup(mirror_folder)
-    mirror_port = free_port()
-    mirror = start_http_folder(mirror_folder, mirror_port, root)
-    try:
-        with fresh_database(postgres_server) as dagster_storage_url:
-            env = {
-                # psycopg2: SQLAlchemy 2.1 defaults to psycopg 3, whose `with connection`
-                # closes it, and dagster-postgres sets the webserver's statement_timeout in
-                # such a block: every webserver query on run storage then fails.
-                "DAGSTER_POSTGRES_URL": psycopg2_url(dagster_storage_url),
-                "DAGSTER_CODE_SERVER_HOST": "127.0.0.1",
-                "DAGSTER_CODE_SERVER_PORT": str(free_port()),
-                "TAXI_DATABASE_URL": database_url,
-                "TAXI_SOURCE_URL": f"http://127.0.0.1:{mirror_port}",
-                "TAXI_HOME": str(root / "taxi_home"),
-            }
-            with dagster_stack(root, env) as running:
-                instance_yaml = running.home / "dagster.yaml"
-                settings = yaml.safe_load(instance_yaml.read_text())
-                for limit in settings["concurrency"]["runs"]["tag_concurrency_limits"]:
-                    if limit["key"] == "taxi":
-                        limit["limit"] = TAXI_RUN_LIMIT
-                instance_yaml.write_text(yaml.safe_dump(settings))
-                running.start_code_server(
-                    ["--module-name", "taxi_platform.definitions"]
-                )
-                running.start_webserver(free_port())
-                running.start_daemon()
-                running.wait_for_location_loaded()
-                yield running
-    finally:
-        mirror.stop()
+    with platform_stack(
+        root, postgres_server, database_url, mirror_folder, configure=lower_taxi_run_limit
+    ) as running:
+        yield running
 
 
-def psycopg2_url(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+def lower_taxi_run_limit(stack: DagsterStack) -> None:
+    """The instance's own dagster.yaml, with the per-taxi run limit set to TAXI_RUN_LIMIT."""
+    instance_yaml = stack.home / "dagster.yaml"
+    settings = yaml.safe_load(instance_yaml.read_text())
+    for limit in settings["concurrency"]["runs"]["tag_concurrency_limits"]:
+        if limit["key"] == "taxi":
+            limit["limit"] = TAXI_RUN_LIMIT
+    instance_yaml.write_text(yaml.safe_dump(settings))
 
 
 def cli_args(*argv: str) -> argparse.Namespace:

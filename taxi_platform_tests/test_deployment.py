@@ -27,10 +27,7 @@ from taxi_platform_tests.stack import (
     BIN_DIR,
     LOCATION_NAME,
     DagsterStack,
-    dagster_stack,
-    dagster_storage_url,
-    fresh_database,
-    start_http_folder,
+    platform_stack,
     wait_until,
 )
 
@@ -95,27 +92,9 @@ def stack(
     root.mkdir()
     mirror_folder = root / "mirror"
     write_month(GREEN, LOADED_MONTH, ROWS, mirror_folder, seed=5)
-    mirror_port = free_port()
-    mirror = start_http_folder(mirror_folder, mirror_port, root)
-    try:
-        with fresh_database(postgres_server) as storage_url:
-            env = {
-                "DAGSTER_POSTGRES_URL": dagster_storage_url(storage_url),
-                "DAGSTER_CODE_SERVER_HOST": "127.0.0.1",
-                "DAGSTER_CODE_SERVER_PORT": str(free_port()),
-                "TAXI_DATABASE_URL": database_url,
-                "TAXI_SOURCE_URL": f"http://127.0.0.1:{mirror_port}",
-                "TAXI_HOME": str(root / "taxi_home"),
-            }
-            with dagster_stack(root, env) as running:
-                running.start_code_server(["--module-name", "taxi_platform.definitions"])
-                running.start_webserver(free_port())
-                running.start_daemon()
-                running.wait_for_location_loaded()
-                yield running
-            assert_stopped(running)
-    finally:
-        mirror.stop()
+    with platform_stack(root, postgres_server, database_url, mirror_folder) as running:
+        yield running
+    assert_stopped(running)
 
 
 def assert_stopped(stack: DagsterStack) -> None:

@@ -39,6 +39,7 @@ from taxi_platform.sql import bigquery as bq_sql
 
 GCP_SETUP_GROUP = "gcp_setup"
 
+
 def _failure(describe: str, error: GcpError) -> dg.Failure:
     # A missing setting or a refused permission will fail the same way on a retry.
     final = isinstance(error, GcpSettingMissing | GcpPermissionDenied)
