@@ -12,6 +12,7 @@ fails the wait at once with the tail of its log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -365,32 +366,36 @@ def start_http_folder(folder: Path, port: int, log_dir: Path) -> ManagedProcess:
 def platform_stack(
     root: Path,
     postgres_server: EmbeddedPostgres,
-    taxi_database_url: str,
-    mirror_folder: Path,
+    taxi_database_url: str | None = None,
+    mirror_folder: Path | None = None,
     configure: Callable[[DagsterStack], None] | None = None,
+    with_daemon: bool = True,
 ) -> Iterator[DagsterStack]:
-    """The platform as docker-compose.yaml runs it, without Docker: a release mirror over
-    ``mirror_folder``, Dagster storage in a fresh database, then code server, webserver and
-    daemon. ``configure`` may change the instance (its DAGSTER_HOME) before they start."""
-    mirror_port = free_port()
-    mirror = start_http_folder(mirror_folder, mirror_port, root)
-    try:
-        with fresh_database(postgres_server) as storage_url:
-            env = {
-                "DAGSTER_POSTGRES_URL": dagster_storage_url(storage_url),
-                "DAGSTER_CODE_SERVER_HOST": "127.0.0.1",
-                "DAGSTER_CODE_SERVER_PORT": str(free_port()),
-                "TAXI_DATABASE_URL": taxi_database_url,
-                "TAXI_SOURCE_URL": f"http://127.0.0.1:{mirror_port}",
-                "TAXI_HOME": str(root / "taxi_home"),
-            }
-            with dagster_stack(root, env) as running:
-                if configure is not None:
-                    configure(running)
-                running.start_code_server(["--module-name", "taxi_platform.definitions"])
-                running.start_webserver(free_port())
-                running.start_daemon()
-                running.wait_for_location_loaded()
-                yield running
-    finally:
-        mirror.stop()
+    """The platform as docker-compose.yaml runs it, without Docker: Dagster storage in a
+    fresh database, a code server and a webserver, and unless told otherwise the daemon.
+    With ``mirror_folder``, a release mirror serves it as ``TAXI_SOURCE_URL``;
+    ``configure`` may change the instance (its DAGSTER_HOME) before the processes start."""
+    with contextlib.ExitStack() as cleanup:
+        env = {
+            "DAGSTER_CODE_SERVER_HOST": "127.0.0.1",
+            "DAGSTER_CODE_SERVER_PORT": str(free_port()),
+            "TAXI_HOME": str(root / "taxi_home"),
+        }
+        if mirror_folder is not None:
+            mirror_port = free_port()
+            mirror = start_http_folder(mirror_folder, mirror_port, root)
+            cleanup.callback(mirror.stop)
+            env["TAXI_SOURCE_URL"] = f"http://127.0.0.1:{mirror_port}"
+        if taxi_database_url is not None:
+            env["TAXI_DATABASE_URL"] = taxi_database_url
+        storage_url = cleanup.enter_context(fresh_database(postgres_server))
+        env["DAGSTER_POSTGRES_URL"] = dagster_storage_url(storage_url)
+        running = cleanup.enter_context(dagster_stack(root, env))
+        if configure is not None:
+            configure(running)
+        running.start_code_server(["--module-name", "taxi_platform.definitions"])
+        running.start_webserver(free_port())
+        if with_daemon:
+            running.start_daemon()
+        running.wait_for_location_loaded()
+        yield running

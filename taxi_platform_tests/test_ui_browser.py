@@ -21,9 +21,7 @@ from taxi_platform_tests.conftest import free_port
 from taxi_platform_tests.stack import (
     LOCATION_NAME,
     DagsterStack,
-    dagster_stack,
-    dagster_storage_url,
-    fresh_database,
+    platform_stack,
 )
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -38,18 +36,8 @@ pytestmark = pytest.mark.skipif(
 def stack(scratch_root: Path, postgres_server: EmbeddedPostgres) -> Iterator[DagsterStack]:
     root = scratch_root / f"ui_browser_{free_port()}"
     root.mkdir()
-    with fresh_database(postgres_server) as storage_url:
-        env = {
-            "DAGSTER_POSTGRES_URL": dagster_storage_url(storage_url),
-            "DAGSTER_CODE_SERVER_HOST": "127.0.0.1",
-            "DAGSTER_CODE_SERVER_PORT": str(free_port()),
-            "TAXI_HOME": str(root / "taxi_home"),
-        }
-        with dagster_stack(root, env) as running:
-            running.start_code_server(["--module-name", "taxi_platform.definitions"])
-            running.start_webserver(free_port())
-            running.wait_for_location_loaded()
-            yield running
+    with platform_stack(root, postgres_server, with_daemon=False) as running:
+        yield running
 
 
 def render(stack: DagsterStack, path: str) -> str:

@@ -29,9 +29,7 @@ from taxi_platform_tests.stack import (
     PROJECT_ROOT,
     DagsterStack,
     ManagedProcess,
-    dagster_stack,
-    dagster_storage_url,
-    fresh_database,
+    platform_stack,
     wait_until,
 )
 
@@ -89,18 +87,9 @@ def proxy(scratch_root: Path, postgres_server: EmbeddedPostgres) -> Iterator[Pro
     # htpasswd file and their temp folders.
     root = scratch_root / f"ui_proxy_{free_port()}"
     root.mkdir()
-    with fresh_database(postgres_server) as storage_url:
-        env = {
-            "DAGSTER_POSTGRES_URL": dagster_storage_url(storage_url),
-            "DAGSTER_CODE_SERVER_HOST": "127.0.0.1",
-            "DAGSTER_CODE_SERVER_PORT": str(free_port()),
-            "TAXI_HOME": str(root / "taxi_home"),
-        }
-        with dagster_stack(root, env) as stack:
-            stack.start_code_server(["--module-name", "taxi_platform.definitions"])
-            webserver_port = free_port()
-            stack.start_webserver(webserver_port)
-            yield from _run_nginx(root / "nginx", stack, webserver_port)
+    with platform_stack(root, postgres_server, with_daemon=False) as stack:
+        webserver_port = int(stack.webserver_url.rsplit(":", 1)[1])
+        yield from _run_nginx(root / "nginx", stack, webserver_port)
 
 
 def _run_nginx(folder: Path, stack: DagsterStack, webserver_port: int) -> Iterator[Proxy]:
