@@ -10,6 +10,7 @@ from taxi_platform.catalog import TaxiType
 
 BUCKET_ASSET_KEY = dg.AssetKey(["gcs", "bucket"])
 DATASET_ASSET_KEY = dg.AssetKey(["bigquery", "dataset"])
+ZONE_LOOKUP_KEY = dg.AssetKey(["raw", "taxi_zone_lookup"])
 
 
 def raw_asset_key(taxi: TaxiType) -> dg.AssetKey:
@@ -38,6 +39,10 @@ def month_asset_key(taxi: TaxiType) -> dg.AssetKey:
 
 def bigquery_asset_key(taxi: TaxiType) -> dg.AssetKey:
     return dg.AssetKey(["bigquery", taxi.table])
+
+
+def summary_asset_key(taxi: TaxiType) -> dg.AssetKey:
+    return dg.AssetKey(["reports", f"{taxi.name}_monthly_summary"])
 
 
 def landed_file_readers(taxi: TaxiType) -> tuple[dg.AssetKey, ...]:

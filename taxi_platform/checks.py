@@ -11,13 +11,13 @@ import dagster as dg
 import psycopg
 from pydantic import Field
 
-from taxi_platform.assets.postgres import final_asset_key, staging_asset_key
-from taxi_platform.assets.raw import raw_asset_key
+from taxi_platform.asset_keys import final_asset_key, raw_asset_key, staging_asset_key
 from taxi_platform.catalog import TaxiType
 from taxi_platform.partitions import MONTHLY_PARTITIONS, month_start, next_month
 from taxi_platform.raw_file import parse_header
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
 from taxi_platform.sql import checks as statements
+from taxi_platform.sql.postgres import ID_LOOKUP_PLAN_SETTINGS
 
 HEADER_PROBE_BYTES = 1 << 16
 
@@ -177,6 +177,8 @@ def build_taxi_checks(taxi: TaxiType) -> list[dg.AssetChecksDefinition]:
         with postgres.connect() as connection:
             if _month_rows_missing(taxi, connection, postgres.final_schema):
                 return dg.AssetCheckResult(passed=False, metadata={"problem": "no final table"})
+            for setting in ID_LOOKUP_PLAN_SETTINGS:
+                connection.execute(setting)
             shared = connection.execute(
                 statements.ids_shared_with_other_files(taxi, postgres.final_schema), parameters
             ).fetchone()[0]

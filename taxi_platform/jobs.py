@@ -17,8 +17,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition as AssetJob,
 )
 
-from taxi_platform.assets.postgres import final_asset_key, staging_asset_key
-from taxi_platform.assets.raw import raw_asset_key
+from taxi_platform.asset_keys import final_asset_key, raw_asset_key, staging_asset_key
 from taxi_platform.catalog import TAXIS, TaxiType
 from taxi_platform.partitions import MONTHLY_PARTITIONS, month_start
 

@@ -11,8 +11,8 @@ import os
 
 import dagster as dg
 
-from taxi_platform.assets.postgres import final_asset_key
-from taxi_platform.assets.reports import build_report_assets, summary_asset_key, taxi_zone_lookup
+from taxi_platform.asset_keys import final_asset_key, summary_asset_key
+from taxi_platform.assets.reports import build_report_assets, taxi_zone_lookup
 from taxi_platform.catalog import TAXIS
 from taxi_platform.checks import CheckThresholds, build_taxi_checks
 from taxi_platform.jobs import TARGETS, build_jobs, build_summary_job

@@ -116,7 +116,7 @@ def merge_month(
     try:
         with connection.transaction():
             connection.execute(statements.table_lock(taxi, final_schema))
-            for setting in statements.SESSION_SETTINGS:
+            for setting in (*statements.SESSION_SETTINGS, *statements.ID_LOOKUP_PLAN_SETTINGS):
                 connection.execute(setting)
             staged = connection.execute(statements.staging_exists(taxi, month_start)).fetchone()
             if not staged[0]:

@@ -8,20 +8,16 @@ that month lands in the final table (the ``{taxi}_monthly_summary_sensor`` reque
 import dagster as dg
 import psycopg
 
-from taxi_platform.assets.postgres import DATABASE_POOL, final_asset_key
+from taxi_platform.asset_keys import ZONE_LOOKUP_KEY, final_asset_key, summary_asset_key
+from taxi_platform.assets.postgres import DATABASE_POOL
 from taxi_platform.catalog import TaxiType
 from taxi_platform.partitions import MONTHLY_PARTITIONS, month_start, next_month
 from taxi_platform.resources import PostgresResource, TripFileSource
 from taxi_platform.resources.trip_source import MonthNotPublished, SourceUnavailable
 from taxi_platform.sql import reports as statements
 
-ZONE_LOOKUP_KEY = dg.AssetKey(["raw", "taxi_zone_lookup"])
 ZONE_LOOKUP_PATH = "misc/taxi_zone_lookup.csv"
 PREVIEW_ROWS = 15
-
-
-def summary_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["reports", f"{taxi.name}_monthly_summary"])
 
 
 def load_zone_lookup(connection: psycopg.Connection, trip_source: TripFileSource) -> int:
