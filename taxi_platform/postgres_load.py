@@ -116,7 +116,7 @@ def merge_month(
     try:
         with connection.transaction():
             connection.execute(statements.table_lock(taxi, final_schema))
-            for setting in (*statements.SESSION_SETTINGS, *statements.ID_LOOKUP_PLAN_SETTINGS):
+            for setting in statements.SESSION_SETTINGS:
                 connection.execute(setting)
             staged = connection.execute(statements.staging_exists(taxi, month_start)).fetchone()
             if not staged[0]:
@@ -134,6 +134,13 @@ def merge_month(
                 (f"{statements.STAGING_SCHEMA}.{taxi.month_table(month_start)}",),
             ).fetchone()[0]
             sha256, rows_staged = _staged_file(note, connection, staging)
+            final_bytes = connection.execute(
+                statements.heap_bytes(statements.final_table(taxi, final_schema))
+            ).fetchone()[0]
+            staged_bytes = connection.execute(statements.heap_bytes(staging)).fetchone()[0]
+            if final_bytes >= staged_bytes:
+                for setting in statements.ID_LOOKUP_PLAN_SETTINGS:
+                    connection.execute(setting)
             inserted = connection.execute(
                 statements.merge_into_final(taxi, month_start, final_schema)
             ).rowcount

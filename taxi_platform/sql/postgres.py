@@ -40,11 +40,14 @@ SESSION_SETTINGS = (
     sql.SQL("set local extra_float_digits to 1"),
 )
 
-# An id lookup (the merge's, the duplicate check's) must stay a probe of the pickup index
-# per row of the month, whose cost grows with the month, never with the table's history.
-# Left alone, the planner hashes the whole final table instead: a 7.7M-row month merged
-# into a table holding one such month took 54.3 s with the hash join and 38.3 s with the
-# index probes, and the hash only grows as months accumulate.
+# An id lookup (the merge's, the duplicate check's) should probe the pickup index once per
+# row of the month, a cost that grows with the month, never with the table's history. Left
+# alone, the planner hashes the whole final table instead: a 7.7M-row month merged into a
+# table holding one such month took 54.3 s with the hash join and 38.3 s with the index
+# probes, and the hash only grows as months accumulate. Into an empty or small table the
+# hash is the cheaper one (1M rows into an empty table: 3.0 s hashed, 4.2 s probed), so the
+# merge applies these only once the table is at least the month's size (see
+# ``merge_month``).
 ID_LOOKUP_PLAN_SETTINGS = (
     sql.SQL("set local enable_hashjoin to off"),
     sql.SQL("set local enable_mergejoin to off"),
@@ -149,6 +152,11 @@ def table_lock(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
     return sql.SQL("select pg_advisory_xact_lock(hashtext({key}))").format(
         key=sql.Literal(f"taxi_platform:merge:{final_schema}.{taxi.table}")
     )
+
+
+def heap_bytes(table: sql.Identifier) -> sql.Composable:
+    """The table's size on disk: exact and free, unlike a count or a stale estimate."""
+    return sql.SQL("select pg_relation_size({name})").format(name=sql.Literal(table.as_string()))
 
 
 def count_rows(table: sql.Identifier) -> sql.Composable:
