@@ -41,7 +41,12 @@ def release_landed_file(
     part of this run and has never been materialized for any month (a path the deployment
     does not use, such as Google Cloud for a Postgres-only user) is not waited for.
     """
-    if landing.retention != "delete":
+    if landing.retention not in ("keep", "delete"):
+        raise dg.Failure(
+            description=f"landing retention {landing.retention!r} is neither 'keep' nor "
+            "'delete' (TAXI_LANDING_RETENTION)"
+        )
+    if landing.retention == "keep":
         return False
     partition = context.partition_key
     instance = context.instance

@@ -19,7 +19,7 @@ from taxi_platform.mirror import ReleaseMirror
 from taxi_platform.partitions import partition_key
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
 from taxi_platform.resources.gcp import TaxiGCSResource
-from taxi_platform_tests.run_results import metadata
+from taxi_platform_tests.run_results import failure_message, metadata
 
 MONTHS = [date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)]
 GREEN_ASSETS = [asset for asset in taxi_assets if "green_tripdata" in asset.key.path[-1]]
@@ -183,3 +183,18 @@ def test_purge_command_deletes_by_taxi_and_month_and_prints_what_it_freed(tmp_pa
     assert len(list((landing / "yellow").iterdir())) == 6
     assert "freed 2,004 bytes in 4 files" in completed.stdout
     assert "green_tripdata_2019-01.csv (1,000 bytes)" in completed.stdout
+
+
+def test_an_unknown_retention_setting_fails_naming_the_variable(
+    mirror: ReleaseMirror, database_url: str, tmp_path: Path
+) -> None:
+    resources = resources_for(mirror, database_url, tmp_path / "landing", "sometimes")
+
+    result = dg.materialize(
+        GREEN_ASSETS,
+        partition_key=partition_key(MONTHS[0]),
+        resources=resources,
+        raise_on_error=False,
+    )
+
+    assert "TAXI_LANDING_RETENTION" in failure_message(result)
