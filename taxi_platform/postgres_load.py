@@ -48,13 +48,6 @@ def ensure_tables(connection: psycopg.Connection, taxi: TaxiType, final_schema: 
             connection.execute(statement)
 
 
-def loaded_sha256(
-    connection: psycopg.Connection, taxi: TaxiType, month_start: date, final_schema: str
-) -> str | None:
-    row = connection.execute(statements.ledger_entry(taxi, month_start, final_schema)).fetchone()
-    return row[0] if row else None
-
-
 def stage_month(
     connection: psycopg.Connection,
     taxi: TaxiType,
@@ -71,9 +64,9 @@ def stage_month(
     again: the re-run of a loaded month costs one lookup.
     """
     ensure_tables(connection, taxi, final_schema)
-    if not force and loaded_sha256(connection, taxi, month_start, final_schema) == sha256:
-        row = connection.execute(statements.ledger_entry(taxi, month_start, final_schema))
-        return StageResult(rows_staged=row.fetchone()[1], already_loaded=True)
+    entry = connection.execute(statements.ledger_entry(taxi, month_start, final_schema)).fetchone()
+    if not force and entry is not None and entry[0] == sha256:
+        return StageResult(rows_staged=entry[1], already_loaded=True)
     staging = statements.staging_table(taxi, month_start)
     try:
         with connection.transaction():

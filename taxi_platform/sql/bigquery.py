@@ -151,14 +151,6 @@ def count_rows(project: str, dataset: str, table: str) -> str:
     return f"SELECT COUNT(*) FROM {_ref(project, dataset, table)}"
 
 
-def count_file_rows(taxi: TaxiType, project: str, dataset: str, month_start: date) -> str:
-    """Rows of the final table that came from this month's file (``filename`` is the key)."""
-    return (
-        f"SELECT COUNT(*) FROM {_ref(project, dataset, final_table(taxi))}\n"
-        f'WHERE filename = "{taxi.csv_name(month_start)}"'
-    )
-
-
 def console_url(project: str, dataset: str, table: str) -> str:
     """The table's page in the Google Cloud console."""
     table_id(project, dataset, table)
