@@ -23,6 +23,14 @@ class LoadError(Exception):
     """A month could not be staged or merged; the final table is as it was."""
 
 
+class StagingLost(LoadError):
+    """The staging table lost its rows (crash recovery empties unlogged tables).
+
+    Merging it would record the month as loaded with none of its rows, so the merge
+    refuses, and the next staging run copies the file again (the ledger has no entry).
+    """
+
+
 @dataclass(frozen=True)
 class StageResult:
     rows_staged: int
@@ -108,6 +116,9 @@ def merge_month(
     staging = statements.staging_table(taxi, month_start)
     try:
         with connection.transaction():
+            # The month lock first: a second run of this month restaging it waits until
+            # this merge has committed (or rolled back), and never drops the table under it.
+            connection.execute(statements.month_lock(taxi, month_start))
             connection.execute(statements.table_lock(taxi, final_schema))
             for setting in statements.SESSION_SETTINGS:
                 connection.execute(setting)
@@ -131,6 +142,15 @@ def merge_month(
                 statements.heap_bytes(statements.final_table(taxi, final_schema))
             ).fetchone()[0]
             staged_bytes = connection.execute(statements.heap_bytes(staging)).fetchone()[0]
+            if rows_staged > 0 and not staged_bytes:
+                raise StagingLost(
+                    f"{describe}: the staging table {statements.STAGING_SCHEMA}."
+                    f"{taxi.month_table(month_start)} holds none of the {rows_staged:,} rows "
+                    f"staged from {taxi.csv_name(month_start)} (the database restarted after "
+                    "a crash, which empties unlogged tables); nothing was merged and the final "
+                    "table is unchanged. Stage the month again: materialize its raw file and "
+                    "staging assets, then this one (or all three at once)."
+                )
             if final_bytes >= staged_bytes:
                 for setting in statements.ID_LOOKUP_PLAN_SETTINGS:
                     connection.execute(setting)
@@ -142,6 +162,11 @@ def merge_month(
                 (sha256, rows_staged, inserted),
             )
             connection.execute(statements.drop_staging(taxi, month_start))
+    except StagingLost:
+        # Drop the emptied table, so that nothing downstream mistakes it for a staged month.
+        with connection.transaction():
+            connection.execute(statements.drop_staging(taxi, month_start))
+        raise
     except LoadError:
         raise
     except psycopg.Error as error:
