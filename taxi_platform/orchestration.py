@@ -21,6 +21,7 @@ from taxi_platform.sensors import (
     backfill_run_tags,
     build_new_release_sensor,
     build_summary_sensor,
+    dead_run_reaper,
 )
 
 
@@ -74,6 +75,6 @@ def orchestration_definitions() -> dg.Definitions:
         asset_checks=checks,
         jobs=[*jobs.values(), *summary_jobs],
         schedules=build_schedules(jobs, schedule_timezone()),
-        sensors=[release_sensor, *summary_sensors, backfill_run_tags],
+        sensors=[release_sensor, *summary_sensors, backfill_run_tags, dead_run_reaper],
         resources={"check_thresholds": check_thresholds()},
     )

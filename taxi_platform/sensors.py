@@ -7,6 +7,8 @@
   requests the month's ``reports/{taxi}_monthly_summary``.
 - ``backfill_run_tags`` gives asset-backfill runs the ``file`` tag that Dagster cannot put
   on them at launch (see ``taxi_platform.backfill``).
+- ``dead_run_reaper`` fails runs whose process died and frees their pool slots (see
+  ``taxi_platform.run_liveness``); every run that uses the database does the same first.
 """
 
 import json
@@ -18,6 +20,7 @@ from taxi_platform.catalog import LAST_PUBLISHED_MONTH, TAXIS
 from taxi_platform.jobs import AssetJob, run_tags, taxi_of_asset_key
 from taxi_platform.partitions import month_start, next_month, parse_month, partition_key
 from taxi_platform.resources import TripFileSource
+from taxi_platform.run_liveness import reap_dead_runs
 
 # A source that publishes many months at once (a mirror being filled) is caught up over
 # several ticks rather than by one tick requesting dozens of runs.
@@ -174,3 +177,20 @@ def backfill_run_tags(context: dg.RunStatusSensorContext) -> None:
     missing = {key: value for key, value in tags.items() if key not in run.tags}
     context.instance.add_run_tags(run.run_id, missing)
     context.log.info(f"run {run.run_id}: tagged {missing}")
+
+
+@dg.sensor(
+    name="dead_run_reaper",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Marks failed the runs of this host whose process is gone (killed, out of memory, "
+        "a reboot) and frees the taxi_database pool slots they held, so that no later run "
+        "waits for them forever."
+    ),
+)
+def dead_run_reaper(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    reaped = reap_dead_runs(context.instance, log=context.log.info)
+    if reaped:
+        return dg.SkipReason(f"marked {len(reaped)} dead run(s) failed: {', '.join(reaped)}")
+    return dg.SkipReason("no run of this host has lost its process")

@@ -11,6 +11,7 @@ import psycopg
 from pydantic import Field
 
 from taxi_platform.local_postgres import embedded_server
+from taxi_platform.run_liveness import reap_dead_runs, tag_run_with_host
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -24,6 +25,19 @@ class PostgresResource(dg.ConfigurableResource):
     url: str | None = Field(default=None, description="libpq URL of the taxi database")
     final_schema: str = Field(default="public", description="schema of the final tables")
     connect_timeout_seconds: int = 10
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Before a run touches the database, free the pool slots of runs whose process died.
+
+        A run killed mid-step keeps its ``taxi_database`` slots claimed; the next run that
+        needs the database is the one that would wait for them, and its resources are set
+        up before its steps claim a slot (``run_liveness`` explains how death is told).
+        """
+        instance, run_id = context.instance, context.run_id
+        if instance is None or run_id is None:
+            return
+        tag_run_with_host(instance, run_id)
+        reap_dead_runs(instance, log=context.log.info if context.log else None)
 
     def resolved_url(self) -> str:
         return self.url or embedded_server().start().url()

@@ -1,0 +1,282 @@
+"""Crashes and kills with real processes: no month recorded without its rows, no run blocked.
+
+Each test has an embedded server of its own, since it kills it (``kill -9`` of the
+postmaster, as a power cut or the OOM killer would), or real ``dagster asset materialize``
+processes that it kills with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from taxi_platform.catalog import GREEN
+from taxi_platform.generate import write_month
+from taxi_platform.local_postgres import EmbeddedPostgres
+from taxi_platform.partitions import partition_key
+from taxi_platform.sensors import dead_run_reaper
+from taxi_platform_tests.conftest import free_port
+from taxi_platform_tests.http_faults import FaultyMirror
+from taxi_platform_tests.run_results import failure_message, metadata
+from taxi_platform_tests.stack import (
+    dagster_stack,
+    dagster_storage_url,
+    fresh_database,
+    wait_until,
+)
+from taxi_platform_tests.test_postgres_etl import assets_of, final_count, load
+
+JANUARY, FEBRUARY, MARCH = date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)
+BIN_DIR = Path(sys.executable).parent
+
+
+@pytest.fixture
+def own_server(scratch_root: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(
+        server_dir=scratch_root / f"crash_{free_port()}", port=free_port()
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_database_url(own_server: EmbeddedPostgres) -> Iterator[str]:
+    with fresh_database(own_server, prefix="crash") as url:
+        yield url
+
+
+@pytest.fixture
+def crash_resources(own_database_url: str, tmp_path: Path) -> Iterator[dict]:
+    from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
+
+    mirror_folder = tmp_path / "mirror"
+    mirror_folder.mkdir()
+    with FaultyMirror(mirror_folder) as mirror:
+        yield {
+            "mirror_folder": mirror_folder,
+            "resources": {
+                "trip_source": TripFileSource(
+                    base_url=mirror.base_url, backoff_seconds=0.01, max_attempts=3
+                ),
+                "landing": LandingArea(root=str(tmp_path / "landing")),
+                "postgres": PostgresResource(url=own_database_url),
+            },
+        }
+
+
+def kill_postmaster(server: EmbeddedPostgres) -> None:
+    """SIGKILL the postmaster, then wait for its backends to notice and exit."""
+    postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    children = [
+        stat.parent.name
+        for stat in Path("/proc").glob("[0-9]*/stat")
+        if _parent_pid(stat) == postmaster
+    ]
+    os.kill(postmaster, signal.SIGKILL)
+    wait_until(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in [postmaster, *children]),
+        timeout=30,
+        what="the killed server's processes to exit",
+    )
+
+
+def _parent_pid(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def ledger_rows(database_url: str) -> list[tuple]:
+    with psycopg.connect(database_url) as connection:
+        exists = connection.execute(
+            "select to_regclass('taxi_platform.loaded_files') is not null"
+        ).fetchone()[0]
+        if not exists:
+            return []
+        return connection.execute(
+            "select filename, rows_staged, rows_inserted from taxi_platform.loaded_files"
+        ).fetchall()
+
+
+def test_crash_between_staging_and_merge_never_records_the_month_as_merged(
+    own_server: EmbeddedPostgres, own_database_url: str, crash_resources: dict
+) -> None:
+    resources = crash_resources["resources"]
+    write_month(GREEN, JANUARY, 2000, crash_resources["mirror_folder"], seed=1)
+    staged = dg.materialize(
+        assets_of(GREEN),
+        selection=["raw/green_tripdata_csv", "postgres/green_tripdata_staging"],
+        partition_key=partition_key(JANUARY),
+        resources=resources,
+    )
+    assert metadata(staged, "postgres/green_tripdata_staging")["rows_staged"] == 2000
+
+    kill_postmaster(own_server)
+    own_server.start()
+
+    merge_alone = dg.materialize(
+        assets_of(GREEN),
+        selection=["postgres/green_tripdata"],
+        partition_key=partition_key(JANUARY),
+        resources=resources,
+        raise_on_error=False,
+    )
+    assert not merge_alone.success
+    message = failure_message(merge_alone)
+    assert "partition green 2019-01-01" in message
+    assert "holds none of the 2,000 rows" in message
+    assert "crash" in message
+    assert final_count(own_database_url, GREEN) == 0
+    assert ledger_rows(own_database_url) == []
+
+    reloaded = load(GREEN, JANUARY, resources)
+    assert metadata(reloaded, "postgres/green_tripdata")["rows_inserted"] == 2000
+    assert final_count(own_database_url, GREEN) == 2000
+    assert ledger_rows(own_database_url) == [("green_tripdata_2019-01.csv", 2000, 2000)]
+
+
+def test_crash_during_the_merge_leaves_the_table_as_it_was_and_the_next_run_loads_it(
+    own_server: EmbeddedPostgres, own_database_url: str, crash_resources: dict
+) -> None:
+    import threading
+
+    resources = crash_resources["resources"]
+    write_month(GREEN, JANUARY, 1000, crash_resources["mirror_folder"], seed=1)
+    load(GREEN, JANUARY, resources)
+    write_month(GREEN, FEBRUARY, 3000, crash_resources["mirror_folder"], seed=2)
+
+    outcome: dict = {}
+    holder = psycopg.connect(own_database_url, autocommit=True)
+    holder.execute("select pg_advisory_lock(hashtext('taxi_platform:merge:public.green_tripdata'))")
+    runner = threading.Thread(
+        target=lambda: outcome.update(result=load(GREEN, FEBRUARY, resources, raise_on_error=False))
+    )
+    runner.start()
+    with psycopg.connect(own_database_url, autocommit=True) as watcher:
+        wait_until(
+            lambda: watcher.execute(
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                "and query ilike '%taxi_platform:merge%'"
+            ).fetchone()[0],
+            timeout=60,
+            what="the merge to wait inside its transaction",
+        )
+    kill_postmaster(own_server)
+    runner.join(timeout=120)
+    holder.close()
+    assert not outcome["result"].success
+
+    own_server.start()
+    assert final_count(own_database_url, GREEN) == 1000
+    again = load(GREEN, FEBRUARY, resources)
+    assert metadata(again, "postgres/green_tripdata")["rows_inserted"] == 3000
+    assert final_count(own_database_url, GREEN) == 4000
+    ledger = {name: (staged, inserted) for name, staged, inserted in ledger_rows(own_database_url)}
+    assert ledger["green_tripdata_2019-02.csv"] == (3000, 3000)
+
+
+def _limit_pool_to_one(home: Path) -> None:
+    instance_yaml = home / "dagster.yaml"
+    text = instance_yaml.read_text()
+    assert "default_limit: 2" in text
+    instance_yaml.write_text(text.replace("default_limit: 2", "default_limit: 1"))
+
+
+def _materialize_command(month: date) -> list[str]:
+    return [
+        str(BIN_DIR / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "taxi_platform.definitions",
+        "--select",
+        "*postgres/green_tripdata",
+        "--partition",
+        partition_key(month),
+    ]
+
+
+def _kill_while_staging(stack, database_url: str, month: date) -> None:
+    """Start a run of ``month`` and SIGKILL it while its staging step holds the pool slot
+    (it waits on the month's staging lock, which the test holds)."""
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        staging_lock = f"taxi_platform:staging:{GREEN.month_table(month)}"
+        holder.execute("select pg_advisory_lock(hashtext(%s))", (staging_lock,))
+        victim = stack.spawn(f"victim_{month}", _materialize_command(month))
+        wait_until(
+            lambda: holder.execute(
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                "and query ilike '%taxi_platform:staging%'"
+            ).fetchone()[0],
+            timeout=120,
+            what="the run's staging step to hold its slot",
+            watch=[victim],
+        )
+        os.killpg(victim.popen.pid, signal.SIGKILL)
+        victim.popen.wait(timeout=30)
+
+
+def _runs_by_partition(instance: dg.DagsterInstance) -> dict[str, str]:
+    return {run.tags.get("dagster/partition", ""): run.status.value for run in instance.get_runs()}
+
+
+def test_a_killed_run_does_not_keep_its_database_slot(
+    postgres_server: EmbeddedPostgres,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mirror_folder = tmp_path / "mirror"
+    mirror_folder.mkdir()
+    for seed, (month, rows) in enumerate([(JANUARY, 500), (FEBRUARY, 600), (MARCH, 700)]):
+        write_month(GREEN, month, rows, mirror_folder, seed=seed)
+    with (
+        FaultyMirror(mirror_folder) as mirror,
+        fresh_database(postgres_server, prefix="dag") as storage_url,
+    ):
+        env = {
+            "TAXI_HOME": str(tmp_path / "taxi_home"),
+            "TAXI_DATABASE_URL": database_url,
+            "DAGSTER_POSTGRES_URL": dagster_storage_url(storage_url),
+            "TAXI_SOURCE_URL": mirror.base_url,
+        }
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", env["DAGSTER_POSTGRES_URL"])
+        with dagster_stack(tmp_path / "stack", env) as stack:
+            _limit_pool_to_one(stack.home)
+            instance = dg.DagsterInstance.from_config(str(stack.home))
+
+            # Killed, then found by the sensor (the daemon's way, with no new run coming).
+            _kill_while_staging(stack, database_url, JANUARY)
+            assert _runs_by_partition(instance) == {"2019-01-01": "STARTED"}
+            assert instance.event_log_storage.get_concurrency_run_ids()
+            evaluation = dead_run_reaper(dg.build_sensor_context(instance=instance))
+            assert "marked 1 dead run(s) failed" in str(evaluation.skip_message)
+            assert _runs_by_partition(instance) == {"2019-01-01": "FAILURE"}
+            assert not instance.event_log_storage.get_concurrency_run_ids()
+            failed = instance.get_runs()[0]
+            failure = instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+            assert "is gone" in failure[-1].dagster_event.message
+
+            # Killed, then found by the next run that needs the database, with no daemon.
+            _kill_while_staging(stack, database_url, FEBRUARY)
+            survivor = stack.run_cli(_materialize_command(MARCH), timeout=240)
+            assert survivor.returncode == 0, survivor.stdout[-3000:] + survivor.stderr[-3000:]
+            # The survivor says which run it found dead (Dagster prints run events to stderr).
+            assert "process (pid" in survivor.stderr and "is gone" in survivor.stderr
+            assert _runs_by_partition(instance) == {
+                "2019-01-01": "FAILURE",
+                "2019-02-01": "FAILURE",
+                "2019-03-01": "SUCCESS",
+            }
+            instance.dispose()
+    with psycopg.connect(database_url) as connection:
+        assert connection.execute("select count(*) from green_tripdata").fetchone()[0] == 700
