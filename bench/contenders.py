@@ -31,8 +31,8 @@ from psycopg import sql
 
 from bench import zoomcamp_sql
 from bench.ours_run import DATABASE_URL_VARIABLE
-from taxi_platform.catalog import TaxiType
-from taxi_platform.postgres_load import COPY_CHUNK_BYTES, merge_month, stage_month
+from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.postgres_load import COPY_CHUNK_BYTES, merge_month, stage_month
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 FLOOR_SCHEMA = "bench_floor"

@@ -26,11 +26,11 @@ PROCESS_STARTED = time.time()
 
 import dagster as dg  # noqa: E402
 
-from taxi_platform.assets.postgres import final_asset_key, staging_asset_key  # noqa: E402
-from taxi_platform.assets.raw import raw_asset_key  # noqa: E402
-from taxi_platform.catalog import taxi_type  # noqa: E402
 from taxi_platform.definitions import taxi_assets  # noqa: E402
-from taxi_platform.partitions import parse_month, partition_key  # noqa: E402
+from taxi_platform.defs.trips.postgres import final_asset_key, staging_asset_key  # noqa: E402
+from taxi_platform.defs.trips.raw import raw_asset_key  # noqa: E402
+from taxi_platform.lib.catalog import taxi_type  # noqa: E402
+from taxi_platform.lib.months import parse_month, partition_key  # noqa: E402
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource  # noqa: E402
 
 DATABASE_URL_VARIABLE = "BENCH_DATABASE_URL"

@@ -47,11 +47,11 @@ import psycopg
 from psycopg import sql
 
 from bench import contenders, report
-from taxi_platform.catalog import GREEN, TaxiType, taxi_type
-from taxi_platform.generate import write_month
-from taxi_platform.local_postgres import SERVER_SETTINGS, EmbeddedPostgres
-from taxi_platform.mirror import ReleaseMirror
-from taxi_platform.partitions import next_month, parse_month
+from taxi_platform.lib.catalog import GREEN, TaxiType, taxi_type
+from taxi_platform.lib.months import next_month, parse_month
+from taxi_platform.local.embedded_postgres import SERVER_SETTINGS, EmbeddedPostgres
+from taxi_platform.tools.generate import write_month
+from taxi_platform.tools.mirror import ReleaseMirror
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK_ROWS = 1_000_000

@@ -1,6 +1,6 @@
 """The competitor's SQL: what the zoomcamp Kestra flow (``04_postgres_taxi.yaml``) runs.
 
-Kept apart from ``taxi_platform.sql`` on purpose: this is not our SQL, it is the sequence
+Kept apart from ``taxi_platform.lib.sql`` on purpose: this is not our SQL, it is the sequence
 users run today, written as the flow writes it so the benchmark measures the real thing.
 The flow's DDL leaves names unquoted (Postgres folds them to lower case) and formats the
 file name into the ``UPDATE``; column names come from our catalogue, a closed set, so
@@ -8,7 +8,7 @@ printing them unquoted is as safe as the flow's template. Per statement, like th
 ``Queries`` tasks, each runs in its own transaction.
 
 One addition the flow does not have: the indexes our final table carries (a btree on the
-pickup time, a BRIN on ``filename``; ``taxi_platform.sql.postgres.final_table_indexes``),
+pickup time, a BRIN on ``filename``; ``taxi_platform.lib.sql.postgres.final_table_indexes``),
 so that both loads pay for the same index maintenance. The flow's ``MERGE`` joins on
 ``unique_row_id``, which neither index serves: it hash-joins the whole final table, as it
 does in the flow.
@@ -20,8 +20,8 @@ from datetime import date
 
 from psycopg import sql
 
-from taxi_platform.catalog import TaxiType
-from taxi_platform.sql.postgres import final_table_indexes
+from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.sql.postgres import final_table_indexes
 
 SCHEMA = "public"
 

@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from taxi_platform.assets.gcp import build_gcp_assets, gcp_setup_assets
-from taxi_platform.assets.postgres import build_postgres_assets
-from taxi_platform.assets.raw import build_raw_asset
-from taxi_platform.catalog import TAXIS
-from taxi_platform.getting_started import getting_started_definitions
-from taxi_platform.orchestration import orchestration_definitions
-from taxi_platform.resources.defaults import default_resources
+from taxi_platform.defs.getting_started import getting_started_definitions
+from taxi_platform.defs.orchestration import orchestration_definitions
+from taxi_platform.defs.resources import default_resources
+from taxi_platform.defs.trips.gcp import build_gcp_assets, gcp_setup_assets
+from taxi_platform.defs.trips.postgres import build_postgres_assets
+from taxi_platform.defs.trips.raw import build_raw_asset
+from taxi_platform.lib.catalog import TAXIS
 
 taxi_assets = [
     asset

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from taxi_platform.local_postgres import EmbeddedPostgres
+from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 
 SHARED_REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 

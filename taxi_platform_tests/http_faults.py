@@ -24,7 +24,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
-from taxi_platform.mirror import ReleaseMirror, request_path
+from taxi_platform.tools.mirror import ReleaseMirror, request_path
 
 
 @dataclass

@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 import requests
 
-from taxi_platform.local_postgres import EmbeddedPostgres
+from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 from taxi_platform_tests.conftest import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -15,15 +15,15 @@ import psycopg
 import pytest
 import yaml
 
-from taxi_platform.backfill import (
+from taxi_platform.lib.catalog import GREEN
+from taxi_platform.local.embedded_postgres import EmbeddedPostgres
+from taxi_platform.tools.backfill import (
     WebserverClient,
     add_backfill_command,
     backfill_state,
     command_backfill,
 )
-from taxi_platform.catalog import GREEN
-from taxi_platform.generate import write_month, write_zone_lookup
-from taxi_platform.local_postgres import EmbeddedPostgres
+from taxi_platform.tools.generate import write_month, write_zone_lookup
 from taxi_platform_tests.conftest import free_port
 from taxi_platform_tests.stack import (
     DagsterStack,

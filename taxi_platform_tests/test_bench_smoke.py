@@ -18,8 +18,8 @@ import pytest
 from bench import zoomcamp_sql
 from bench.contenders import FLOOR_SCHEMA
 from bench.run import Options, run_benchmark
-from taxi_platform.catalog import YELLOW
-from taxi_platform.local_postgres import EmbeddedPostgres
+from taxi_platform.lib.catalog import YELLOW
+from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 
 ROWS = 3000
 JANUARY_FILE = YELLOW.csv_name(date(2019, 1, 1))

@@ -18,11 +18,11 @@ import dagster as dg
 import psycopg
 import pytest
 
-from taxi_platform.catalog import GREEN
-from taxi_platform.generate import write_month
-from taxi_platform.local_postgres import EmbeddedPostgres
-from taxi_platform.partitions import partition_key
-from taxi_platform.sensors import dead_run_reaper
+from taxi_platform.defs.trips.sensors import dead_run_reaper
+from taxi_platform.lib.catalog import GREEN
+from taxi_platform.lib.months import partition_key
+from taxi_platform.local.embedded_postgres import EmbeddedPostgres
+from taxi_platform.tools.generate import write_month
 from taxi_platform_tests.conftest import free_port
 from taxi_platform_tests.http_faults import FaultyMirror
 from taxi_platform_tests.run_results import failure_message, metadata

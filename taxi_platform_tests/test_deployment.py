@@ -19,9 +19,9 @@ import psycopg
 import pytest
 import requests
 
-from taxi_platform.catalog import TAXIS
-from taxi_platform.generate import write_month
-from taxi_platform.local_postgres import EmbeddedPostgres
+from taxi_platform.lib.catalog import TAXIS
+from taxi_platform.local.embedded_postgres import EmbeddedPostgres
+from taxi_platform.tools.generate import write_month
 from taxi_platform_tests.conftest import free_port
 from taxi_platform_tests.stack import (
     BIN_DIR,

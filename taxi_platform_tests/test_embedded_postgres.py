@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from taxi_platform.local_postgres import (
+from taxi_platform.local.embedded_postgres import (
     SERVER_SYSTEM_USER,
     EmbeddedPostgres,
     EmbeddedPostgresError,

@@ -23,11 +23,12 @@ import dagster as dg
 import pytest
 from google.cloud import storage
 
-from taxi_platform.assets.gcp import build_gcp_assets, gcp_setup_assets
-from taxi_platform.assets.raw import build_raw_asset
-from taxi_platform.catalog import GREEN, YELLOW, TaxiType
-from taxi_platform.local_gcp import start_fake_gcs, start_local_gcp, stop_local_gcp
-from taxi_platform.partitions import partition_key
+from taxi_platform.defs.trips.gcp import build_gcp_assets, gcp_setup_assets
+from taxi_platform.defs.trips.raw import build_raw_asset
+from taxi_platform.lib.catalog import GREEN, YELLOW, TaxiType
+from taxi_platform.lib.months import partition_key
+from taxi_platform.lib.warehouse import DuckDBWarehouse
+from taxi_platform.local.gcp_standins import start_fake_gcs, start_local_gcp, stop_local_gcp
 from taxi_platform.resources import LandingArea, TripFileSource
 from taxi_platform.resources.gcp import (
     TaxiBigQueryResource,
@@ -35,7 +36,6 @@ from taxi_platform.resources.gcp import (
     UploadCorrupted,
     file_md5_base64,
 )
-from taxi_platform.resources.warehouse import DuckDBWarehouse
 from taxi_platform_tests.run_results import failure_message, metadata
 
 JANUARY, FEBRUARY = date(2019, 1, 1), date(2019, 2, 1)
@@ -233,7 +233,7 @@ def test_next_month_adds_its_rows_to_the_partitioned_table(resources, mirror):
 
 
 def test_generated_yellow_month_merges_every_row(resources, mirror):
-    from taxi_platform.generate import write_month
+    from taxi_platform.tools.generate import write_month
 
     gz_path = write_month(YELLOW, JANUARY, 2000, mirror[0], seed=3)
     assert gz_path == mirror[0] / YELLOW.release_path(JANUARY)
@@ -311,16 +311,6 @@ def test_start_local_gcp_gives_the_variables_of_a_working_setup(tmp_path, monkey
     assert not (tmp_path / "state" / "fake-gcs-server.json").exists()
 
 
-def _wired() -> bool:
-    definitions = (REPO / "taxi_platform" / "definitions.py").read_text()
-    return (
-        "build_gcp_assets" in definitions
-        and "gcp_resources_from_env"
-        in (REPO / "taxi_platform" / "resources" / "defaults.py").read_text()
-    )
-
-
-@pytest.mark.skipif(not _wired(), reason="GCP assets not yet wired into definitions.py")
 def test_cli_materializes_the_bigquery_table_against_local_stand_ins(mirror, tmp_path):
     publish(mirror[0], GREEN, JANUARY, GREEN_ROWS)
     state_dir = tmp_path / "gcp"

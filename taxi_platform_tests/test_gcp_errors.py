@@ -14,14 +14,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
-from taxi_platform.assets.gcp import gcp_setup_assets
+from taxi_platform.defs.trips.gcp import gcp_setup_assets
+from taxi_platform.lib.warehouse import GcpPermissionDenied, GcpSettingMissing
 from taxi_platform.resources.gcp import (
     TaxiBigQueryResource,
     TaxiGCSResource,
     gcp_resources_from_env,
     service_account_credentials,
 )
-from taxi_platform.resources.warehouse import GcpPermissionDenied, GcpSettingMissing
 
 Answer = tuple[int, dict]
 

@@ -13,9 +13,9 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from taxi_platform.catalog import GREEN, TAXIS, YELLOW
-from taxi_platform.resources.warehouse import DuckDBWarehouse, to_duckdb
-from taxi_platform.sql import bigquery as bq_sql
+from taxi_platform.lib.catalog import GREEN, TAXIS, YELLOW
+from taxi_platform.lib.sql import bigquery as bq_sql
+from taxi_platform.lib.warehouse import DuckDBWarehouse, to_duckdb
 
 JANUARY = date(2019, 1, 1)
 PROJECT, DATASET, BUCKET = "taxi-test", "zoomcamp", "trips-bucket"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from taxi_platform.catalog import GREEN, TAXIS, YELLOW, TaxiType
-from taxi_platform.generate import iter_rows, write_month, write_zone_lookup
-from taxi_platform.partitions import next_month
+from taxi_platform.lib.catalog import GREEN, TAXIS, YELLOW, TaxiType
+from taxi_platform.lib.months import next_month
+from taxi_platform.tools.generate import iter_rows, write_month, write_zone_lookup
 
 ROWS = 3000
 TIMESTAMP = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"

@@ -17,17 +17,20 @@ from typing import Any
 import dagster as dg
 import pytest
 
-from taxi_platform.getting_started import getting_started_definitions
-from taxi_platform.getting_started.dockerhub import DOCKERHUB_REPOSITORY_URL, docker_image_pulls
-from taxi_platform.getting_started.hello_world import GENERATED_OUTPUT, hello_world
-from taxi_platform.getting_started.products import (
+from taxi_platform.defs.getting_started import getting_started_definitions
+from taxi_platform.defs.getting_started.dockerhub import (
+    DOCKERHUB_REPOSITORY_URL,
+    docker_image_pulls,
+)
+from taxi_platform.defs.getting_started.hello_world import GENERATED_OUTPUT, hello_world
+from taxi_platform.defs.getting_started.products import (
     PRODUCTS_URL,
     ProductsFilterConfig,
     brand_price_summary,
     products_filtered,
     products_raw,
 )
-from taxi_platform.getting_started.resources import HttpJsonApi
+from taxi_platform.resources.http_json_api import HttpJsonApi
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PRODUCTS_PAYLOAD = json.loads((FIXTURES / "products.json").read_text())
@@ -348,7 +351,7 @@ def test_hello_world_defaults_to_will_and_a_15_second_sleep() -> None:
 SLEEPING_RUN = """
 import sys
 import dagster as dg
-from taxi_platform.getting_started.hello_world import hello_world
+from taxi_platform.defs.getting_started.hello_world import hello_world
 instance = dg.DagsterInstance.from_config(sys.argv[1])
 hello_world.execute_in_process(instance=instance, run_config={"sleep_seconds": 600})
 """

@@ -12,9 +12,9 @@ import pytest
 import requests
 import urllib3
 
-from taxi_platform.catalog import GREEN, YELLOW
-from taxi_platform.generate import write_month, write_zone_lookup
-from taxi_platform.mirror import ReleaseMirror
+from taxi_platform.lib.catalog import GREEN, YELLOW
+from taxi_platform.tools.generate import write_month, write_zone_lookup
+from taxi_platform.tools.mirror import ReleaseMirror
 from taxi_platform_tests.http_faults import FaultyMirror
 
 JANUARY = date(2019, 1, 1)

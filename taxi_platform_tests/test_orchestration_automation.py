@@ -9,12 +9,12 @@ import dagster as dg
 import pytest
 from dagster._utils.schedules import schedule_execution_time_iterator
 
-from taxi_platform.assets.postgres import final_asset_key
-from taxi_platform.catalog import GREEN, YELLOW
 from taxi_platform.definitions import build_definitions
-from taxi_platform.generate import write_month
-from taxi_platform.mirror import ReleaseMirror
+from taxi_platform.defs.trips.postgres import final_asset_key
+from taxi_platform.lib.catalog import GREEN, YELLOW
 from taxi_platform.resources import TripFileSource
+from taxi_platform.tools.generate import write_month
+from taxi_platform.tools.mirror import ReleaseMirror
 
 NEW_YORK = ZoneInfo("America/New_York")
 

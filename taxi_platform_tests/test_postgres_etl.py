@@ -13,11 +13,11 @@ import dagster as dg
 import psycopg
 import pytest
 
-from taxi_platform.catalog import GREEN, YELLOW, TaxiType
 from taxi_platform.definitions import taxi_assets
-from taxi_platform.generate import write_month
-from taxi_platform.partitions import partition_key
+from taxi_platform.lib.catalog import GREEN, YELLOW, TaxiType
+from taxi_platform.lib.months import partition_key
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
+from taxi_platform.tools.generate import write_month
 from taxi_platform_tests.http_faults import FaultyMirror
 from taxi_platform_tests.run_results import failure_message, metadata
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from taxi_platform.catalog import GREEN
-from taxi_platform.generate import write_month
-from taxi_platform.mirror import ReleaseMirror
+from taxi_platform.lib.catalog import GREEN
+from taxi_platform.tools.generate import write_month
+from taxi_platform.tools.mirror import ReleaseMirror
 from taxi_platform_tests.conftest import free_port
 
 BIN = Path(sys.executable).parent

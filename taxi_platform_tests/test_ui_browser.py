@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from taxi_platform.local_postgres import EmbeddedPostgres
+from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 from taxi_platform_tests.conftest import free_port
 from taxi_platform_tests.stack import (
     LOCATION_NAME,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from taxi_platform.local_postgres import EmbeddedPostgres
+from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 from taxi_platform_tests.conftest import free_port
 from taxi_platform_tests.stack import (
     PROJECT_ROOT,

@@ -9,16 +9,16 @@ import dagster as dg
 import psycopg
 import pytest
 
-from taxi_platform.asset_keys import gcs_asset_key
-from taxi_platform.assets.gcp import build_gcp_assets
-from taxi_platform.catalog import GREEN
 from taxi_platform.definitions import taxi_assets
-from taxi_platform.generate import write_month
-from taxi_platform.local_gcp import start_fake_gcs, stop_local_gcp
-from taxi_platform.mirror import ReleaseMirror
-from taxi_platform.partitions import partition_key
+from taxi_platform.defs.trips.gcp import build_gcp_assets
+from taxi_platform.lib.asset_keys import gcs_asset_key
+from taxi_platform.lib.catalog import GREEN
+from taxi_platform.lib.months import partition_key
+from taxi_platform.local.gcp_standins import start_fake_gcs, stop_local_gcp
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
 from taxi_platform.resources.gcp import TaxiGCSResource
+from taxi_platform.tools.generate import write_month
+from taxi_platform.tools.mirror import ReleaseMirror
 from taxi_platform_tests.run_results import failure_message, metadata
 
 MONTHS = [date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)]
@@ -162,7 +162,7 @@ def test_purge_command_deletes_by_taxi_and_month_and_prints_what_it_freed(tmp_pa
         [
             sys.executable,
             "-m",
-            "taxi_platform.cli",
+            "taxi_platform.tools.cli",
             "purge",
             "--taxi",
             "green",

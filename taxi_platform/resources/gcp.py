@@ -14,7 +14,7 @@ zoomcamp flows (``GCP_PROJECT_ID``, ``GCP_LOCATION``, ``GCP_BUCKET_NAME``, ``GCP
   points the process-wide ``GOOGLE_APPLICATION_CREDENTIALS`` at it, which concurrent steps
   in one process would trip over; the key is never logged either way.
 
-Local stand-ins (``taxi_platform/local_gcp.py``) are configured here too: ``emulator_host``
+Local stand-ins (``taxi_platform/local/gcp_standins.py``) are configured here too: ``emulator_host``
 points the storage client at fake-gcs-server, ``local_database`` makes BigQuery a DuckDB
 file (``warehouse.py``). ``gcp_resources_from_env`` is the one place the variables are read.
 """
@@ -41,7 +41,7 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 from pydantic import Field
 
-from taxi_platform.resources.warehouse import (
+from taxi_platform.lib.warehouse import (
     STORAGE_ADMIN,
     BigQueryWarehouse,
     DuckDBWarehouse,
@@ -334,7 +334,7 @@ class TaxiBigQueryResource(BigQueryResource):
             yield BigQueryWarehouse(client, self.required_project, self.location)
 
 
-# Variables the local run sets (taxi_platform/local_gcp.py) besides the GCP_* ones.
+# Variables the local run sets (taxi_platform/local/gcp_standins.py) besides the GCP_* ones.
 LOCAL_BIGQUERY_DATABASE = "TAXI_LOCAL_BIGQUERY_DATABASE"
 LOCAL_GCS_ROOT = "TAXI_LOCAL_GCS_ROOT"
 STORAGE_EMULATOR_HOST = "STORAGE_EMULATOR_HOST"

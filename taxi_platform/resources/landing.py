@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from taxi_platform.catalog import TaxiType
+from taxi_platform.lib.catalog import TaxiType
 
 
 class LandingArea(dg.ConfigurableResource):

@@ -10,8 +10,8 @@ import dagster as dg
 import psycopg
 from pydantic import Field
 
-from taxi_platform.local_postgres import embedded_server
-from taxi_platform.run_liveness import reap_dead_runs, tag_run_with_host
+from taxi_platform.lib.run_liveness import reap_dead_runs, tag_run_with_host
+from taxi_platform.local.embedded_postgres import embedded_server
 
 
 class PostgresResource(dg.ConfigurableResource):

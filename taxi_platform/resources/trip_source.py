@@ -14,7 +14,7 @@ from datetime import date
 import dagster as dg
 import requests
 
-from taxi_platform.catalog import TaxiType
+from taxi_platform.lib.catalog import TaxiType
 
 DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
 

@@ -1,0 +1,119 @@
+"""``postgres/{taxi}_tripdata_staging`` and ``postgres/{taxi}_tripdata``: the ETL path."""
+
+import dagster as dg
+
+from taxi_platform.defs.trips.raw import describe_month
+from taxi_platform.lib.asset_keys import final_asset_key, raw_asset_key, staging_asset_key
+from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.landing import LandedFile
+from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
+from taxi_platform.lib.postgres_load import LoadError, merge_month, stage_month
+from taxi_platform.lib.retention import release_landed_file
+from taxi_platform.resources import LandingArea, PostgresResource
+
+# The steps that load the database share one pool, so a long backfill cannot open more
+# COPYs and merges at once than dagster.yaml's pool limit allows.
+DATABASE_POOL = "taxi_database"
+
+
+class StagingConfig(dg.Config):
+    force_reload: bool = False
+    """Stage the file even if the ledger says this exact file is already merged."""
+
+
+def build_postgres_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
+    @dg.asset(
+        key=staging_asset_key(taxi),
+        deps=[raw_asset_key(taxi)],
+        partitions_def=MONTHLY_PARTITIONS,
+        group_name=f"{taxi.name}_trips",
+        kinds={"postgres"},
+        pool=DATABASE_POOL,
+        tags={"taxi": taxi.name},
+        description=(
+            f"The month's {taxi.name} rows COPYed into an unlogged table of their own "
+            f"(taxi_staging.{taxi.name}_tripdata_YYYY_MM), private to the month; the merge "
+            "computes unique_row_id and filename as it moves them."
+        ),
+    )
+    def staging(
+        context: dg.AssetExecutionContext,
+        config: StagingConfig,
+        postgres: PostgresResource,
+        landing: LandingArea,
+    ) -> dg.MaterializeResult:
+        month = month_start(context.partition_key)
+        describe = describe_month(taxi, context.partition_key)
+        csv_path = landing.csv_path(taxi, month)
+        landed = LandedFile.read_sidecar(csv_path)
+        if landed is None:
+            raise dg.Failure(
+                description=f"{describe}: no landed file at {csv_path}; materialize "
+                f"{raw_asset_key(taxi).to_user_string()} for this month first"
+            )
+        try:
+            with postgres.connect() as connection:
+                result = stage_month(
+                    connection,
+                    taxi,
+                    month,
+                    csv_path,
+                    landed.sha256,
+                    describe,
+                    postgres.final_schema,
+                    force=config.force_reload,
+                )
+        except LoadError as error:
+            raise dg.Failure(description=str(error)) from None
+        if result.already_loaded:
+            context.log.info(f"{describe}: this exact file is already merged; nothing staged")
+        release_landed_file(context, landing, taxi, month)
+        return dg.MaterializeResult(
+            metadata={
+                "rows_staged": result.rows_staged,
+                "file_rows": landed.rows,
+                "already_loaded": result.already_loaded,
+                "sha256": landed.sha256,
+                "database": postgres.describe(),
+            }
+        )
+
+    @dg.asset(
+        key=final_asset_key(taxi),
+        deps=[staging],
+        partitions_def=MONTHLY_PARTITIONS,
+        group_name=f"{taxi.name}_trips",
+        kinds={"postgres"},
+        pool=DATABASE_POOL,
+        tags={"taxi": taxi.name},
+        description=(
+            f"public.{taxi.table}: every {taxi.name} trip loaded so far, in the zoomcamp "
+            "table's columns and types; a month's new ids are merged in one transaction."
+        ),
+    )
+    def final(
+        context: dg.AssetExecutionContext, postgres: PostgresResource
+    ) -> dg.MaterializeResult:
+        month = month_start(context.partition_key)
+        describe = describe_month(taxi, context.partition_key)
+        try:
+            with postgres.connect() as connection:
+                result = merge_month(connection, taxi, month, describe, postgres.final_schema)
+        except LoadError as error:
+            raise dg.Failure(description=str(error)) from None
+        context.log.info(
+            f"{describe}: {result.rows_inserted:,} rows inserted, "
+            f"{result.rows_already_present:,} already present"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "rows_staged": result.rows_staged,
+                "rows_inserted": result.rows_inserted,
+                "rows_already_present": result.rows_already_present,
+                "already_loaded": result.already_loaded,
+                "table": f"{postgres.final_schema}.{taxi.table}",
+                "filename": taxi.csv_name(month),
+            }
+        )
+
+    return [staging, final]

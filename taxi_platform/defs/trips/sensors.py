@@ -1,0 +1,196 @@
+"""Sensors: a month published upstream, a month landed downstream, a backfill run tagged.
+
+- ``new_release_sensor`` answers "the schedule fired before the data was out": it asks the
+  trip file source (one HEAD per taxi type) whether the month after the last one it saw
+  is published, and requests that month's runs when it is.
+- ``{taxi}_monthly_summary_sensor`` watches the final table's materializations and
+  requests the month's ``reports/{taxi}_monthly_summary``.
+- ``backfill_run_tags`` gives asset-backfill runs the ``file`` tag that Dagster cannot put
+  on them at launch (see ``taxi_platform.tools.backfill``).
+- ``dead_run_reaper`` fails runs whose process died and frees their pool slots (see
+  ``taxi_platform.lib.run_liveness``); every run that uses the database does the same first.
+"""
+
+import json
+from datetime import date, datetime, timezone
+
+import dagster as dg
+
+from taxi_platform.defs.trips.jobs import AssetJob, run_tags, taxi_of_asset_key
+from taxi_platform.lib.catalog import LAST_PUBLISHED_MONTH, TAXIS
+from taxi_platform.lib.months import month_start, next_month, parse_month, partition_key
+from taxi_platform.lib.run_liveness import reap_dead_runs
+from taxi_platform.resources import TripFileSource
+
+# A source that publishes many months at once (a mirror being filled) is caught up over
+# several ticks rather than by one tick requesting dozens of runs.
+MAX_NEW_MONTHS_PER_TICK = 6
+SUMMARY_EVENTS_PER_TICK = 100
+
+
+def _release_cursor(cursor: str | None) -> dict[str, date]:
+    """Per taxi type, the last month the sensor has seen published (JSON in the cursor).
+
+    Without a cursor, the last month the releases are known to hold (the catalogue's
+    ``LAST_PUBLISHED_MONTH``): history is loaded by backfills, not by this sensor. Set the
+    cursor from the sensor's page to start elsewhere: ``{"green": "2019-06"}``.
+    """
+    seen = {name: LAST_PUBLISHED_MONTH for name in TAXIS}
+    if cursor:
+        for name, month in json.loads(cursor).items():
+            seen[name] = parse_month(month)
+    return seen
+
+
+def build_new_release_sensor(
+    jobs: list[AssetJob],
+    minimum_interval_seconds: int = 3600,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+) -> dg.SensorDefinition:
+    """``jobs``: what to run for a newly published month, per taxi type (their ``taxi`` tag)."""
+    jobs_by_taxi: dict[str, list[AssetJob]] = {}
+    for job in jobs:
+        jobs_by_taxi.setdefault(job.tags["taxi"], []).append(job)
+
+    @dg.sensor(
+        name="new_release_sensor",
+        jobs=jobs,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description=(
+            "HEADs the trip file source for the month after the last one seen, per taxi "
+            f"type, and requests {', '.join(job.name for job in jobs)} once it is published."
+        ),
+    )
+    def new_release_sensor(
+        context: dg.SensorEvaluationContext, trip_source: TripFileSource
+    ) -> dg.SensorResult:
+        seen = _release_cursor(context.cursor)
+        # A month is a partition once it is over (UTC); its file cannot be complete before.
+        current_month = datetime.now(timezone.utc).date().replace(day=1)
+        run_requests: list[dg.RunRequest] = []
+        for taxi_name, taxi_jobs in jobs_by_taxi.items():
+            taxi = TAXIS[taxi_name]
+            for _ in range(MAX_NEW_MONTHS_PER_TICK):
+                candidate = next_month(seen[taxi_name])
+                if candidate >= current_month:
+                    break
+                url = trip_source.url_for(taxi, candidate)
+                if not trip_source.is_published(url):
+                    context.log.info(f"{taxi.csv_name(candidate)}: not published yet ({url})")
+                    break
+                context.log.info(f"{taxi.csv_name(candidate)}: published, requesting its runs")
+                key = partition_key(candidate)
+                run_requests.extend(
+                    job.run_request_for_partition(
+                        partition_key=key,
+                        # One run per job and month, whatever happens to the cursor.
+                        run_key=f"{job.name}:{key}",
+                        tags={"trigger": "new_release_sensor"},
+                    )
+                    for job in taxi_jobs
+                )
+                seen[taxi_name] = candidate
+        cursor = json.dumps({name: f"{month:%Y-%m}" for name, month in sorted(seen.items())})
+        return dg.SensorResult(run_requests=run_requests, cursor=cursor)
+
+    return new_release_sensor
+
+
+def build_summary_sensor(
+    final_key: dg.AssetKey,
+    summary_job: AssetJob,
+    minimum_interval_seconds: int = 30,
+) -> dg.SensorDefinition:
+    """An asset sensor on one final table: each month that lands gets its summary rebuilt.
+
+    Written on the event log rather than with ``@asset_sensor``, which hands a tick only
+    the latest materialization: when a backfill lands three months between two ticks, two
+    of them would never get a summary. The cursor is the last event's storage id.
+    """
+
+    @dg.sensor(
+        name=f"{summary_job.name}_sensor",
+        job=summary_job,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            f"When a month of {final_key.to_user_string()} is materialized, requests that "
+            f"month of {summary_job.name}."
+        ),
+    )
+    def summary_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        after = int(context.cursor) if context.cursor else None
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=final_key, after_storage_id=after),
+            limit=SUMMARY_EVENTS_PER_TICK,
+            ascending=True,
+        ).records
+        run_requests = []
+        for record in records:
+            partition = record.partition_key
+            if partition is None:
+                continue
+            run_requests.append(
+                summary_job.run_request_for_partition(
+                    partition_key=partition,
+                    # Per materialization: a month reloaded later is summarized again.
+                    run_key=f"{partition}:{record.storage_id}",
+                    tags={"trigger": f"{summary_job.name}_sensor"},
+                )
+            )
+        cursor = str(records[-1].storage_id) if records else context.cursor
+        return dg.SensorResult(run_requests=run_requests, cursor=cursor)
+
+    return summary_sensor
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.STARTED,
+    name="backfill_run_tags",
+    minimum_interval_seconds=10,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Adds the taxi and file tags to backfill runs that lack them: runs of an asset "
+        "backfill only get the backfill's tags, the same for every month."
+    ),
+)
+def backfill_run_tags(context: dg.RunStatusSensorContext) -> None:
+    """Dagster creates an asset backfill's runs itself, giving each the backfill's tags
+    plus ``dagster/partition``; nothing per month of ours. So the ``file`` label the Kestra
+    flows set (and ``taxi``, when the backfill was launched without it) is added here, once
+    the run has started: the runs list can then be filtered on ``file=...`` as for the other
+    runs. (The queue's ``taxi`` limits only see tags present at launch: the CLI sets it.)
+    """
+    run = context.dagster_run
+    partition = run.tags.get("dagster/partition")
+    if partition is None or "file" in run.tags or not run.asset_selection:
+        return
+    taxis = {taxi_of_asset_key(key) for key in run.asset_selection} - {None}
+    if len(taxis) != 1:
+        return
+    (taxi,) = taxis
+    try:
+        tags = run_tags(taxi, month_start(partition))
+    except ValueError:
+        return
+    missing = {key: value for key, value in tags.items() if key not in run.tags}
+    context.instance.add_run_tags(run.run_id, missing)
+    context.log.info(f"run {run.run_id}: tagged {missing}")
+
+
+@dg.sensor(
+    name="dead_run_reaper",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Marks failed the runs of this host whose process is gone (killed, out of memory, "
+        "a reboot) and frees the taxi_database pool slots they held, so that no later run "
+        "waits for them forever."
+    ),
+)
+def dead_run_reaper(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    reaped = reap_dead_runs(context.instance, log=context.log.info)
+    if reaped:
+        return dg.SkipReason(f"marked {len(reaped)} dead run(s) failed: {', '.join(reaped)}")
+    return dg.SkipReason("no run of this host has lost its process")

@@ -1,0 +1,50 @@
+"""Every asset's key, in one place: the layer prefix, then the table it stands for.
+
+Asset modules, checks, sensors, jobs and the retention rule all name assets through these,
+so a key is spelled once.
+"""
+
+import dagster as dg
+
+from taxi_platform.lib.catalog import TaxiType
+
+BUCKET_ASSET_KEY = dg.AssetKey(["gcs", "bucket"])
+DATASET_ASSET_KEY = dg.AssetKey(["bigquery", "dataset"])
+ZONE_LOOKUP_KEY = dg.AssetKey(["raw", "taxi_zone_lookup"])
+
+
+def raw_asset_key(taxi: TaxiType) -> dg.AssetKey:
+    return dg.AssetKey(["raw", f"{taxi.table}_csv"])
+
+
+def staging_asset_key(taxi: TaxiType) -> dg.AssetKey:
+    return dg.AssetKey(["postgres", f"{taxi.table}_staging"])
+
+
+def final_asset_key(taxi: TaxiType) -> dg.AssetKey:
+    return dg.AssetKey(["postgres", taxi.table])
+
+
+def gcs_asset_key(taxi: TaxiType) -> dg.AssetKey:
+    return dg.AssetKey(["gcs", f"{taxi.table}_csv"])
+
+
+def external_asset_key(taxi: TaxiType) -> dg.AssetKey:
+    return dg.AssetKey(["bigquery", f"{taxi.table}_ext"])
+
+
+def month_asset_key(taxi: TaxiType) -> dg.AssetKey:
+    return dg.AssetKey(["bigquery", f"{taxi.table}_month"])
+
+
+def bigquery_asset_key(taxi: TaxiType) -> dg.AssetKey:
+    return dg.AssetKey(["bigquery", taxi.table])
+
+
+def summary_asset_key(taxi: TaxiType) -> dg.AssetKey:
+    return dg.AssetKey(["reports", f"{taxi.name}_monthly_summary"])
+
+
+def landed_file_readers(taxi: TaxiType) -> tuple[dg.AssetKey, ...]:
+    """The assets that read the landed CSV itself (everything else reads a table)."""
+    return (staging_asset_key(taxi), gcs_asset_key(taxi))

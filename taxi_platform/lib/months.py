@@ -1,0 +1,55 @@
+"""The calendar: one partition per month of trips, keyed by the month's first day."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import dagster as dg
+
+from taxi_platform.lib.catalog import FIRST_PUBLISHED_MONTH
+
+# Open-ended: the source may publish new months, and the schedule and the release sensor
+# ask for them as they come. Months that are not published fail with a clear 404 message.
+MONTHLY_PARTITIONS = dg.MonthlyPartitionsDefinition(
+    start_date=FIRST_PUBLISHED_MONTH.isoformat(), fmt="%Y-%m-%d"
+)
+
+
+def month_start(partition_key: str) -> date:
+    """The first day of the month a partition key (``2019-01-01``) stands for."""
+    try:
+        parsed = datetime.strptime(partition_key, "%Y-%m-%d").date()
+    except ValueError:
+        raise ValueError(
+            f"partition key {partition_key!r} is not a month's first day (YYYY-MM-01)"
+        ) from None
+    if parsed.day != 1:
+        raise ValueError(f"partition key {partition_key!r} is not a month's first day")
+    return parsed
+
+
+def partition_key(month: date) -> str:
+    return month.replace(day=1).isoformat()
+
+
+def parse_month(text: str) -> date:
+    """A month as users type it: ``2019-01`` or ``2019-01-01``."""
+    for pattern in ("%Y-%m", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, pattern).date().replace(day=1)
+        except ValueError:
+            continue
+    raise ValueError(f"{text!r} is not a month (expected YYYY-MM)")
+
+
+def next_month(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+def months_between(first: date, last: date) -> list[date]:
+    """Every month from ``first`` to ``last``, both included."""
+    months, current = [], first.replace(day=1)
+    while current <= last:
+        months.append(current)
+        current = next_month(current)
+    return months

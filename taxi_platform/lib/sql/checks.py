@@ -1,0 +1,64 @@
+"""The statements behind the monthly asset checks on the final Postgres tables.
+
+A month's rows are found by ``filename`` (the zoomcamp column), because the staging table
+is dropped once the month is merged. Every statement takes the file name as a parameter
+(``%(filename)s``); identifiers come from the catalogue.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.sql.postgres import final_table
+
+
+def table_exists(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
+    return sql.SQL("select to_regclass({name}) is not null").format(
+        name=sql.Literal(f"{final_schema}.{taxi.table}")
+    )
+
+
+def null_ids(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
+    """Rows of the month, and those of them without a ``unique_row_id``."""
+    return sql.SQL(
+        "select count(*), count(*) filter (where unique_row_id is null) "
+        "from {final} where filename = %(filename)s"
+    ).format(final=final_table(taxi, final_schema))
+
+
+def ids_shared_with_other_files(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
+    """Distinct ids of the month that the final table also holds under another file name.
+
+    The merge inserts only ids the table does not hold yet, so a correct load leaves none;
+    an id found under two names means two merges inserted it (e.g. two concurrent merges
+    of overlapping months, each blind to the other). Equal ids have equal pickups, so each
+    lookup goes through the pickup index.
+    """
+    pickup = sql.Identifier(taxi.column(taxi.pickup_column).postgres_name)
+    return sql.SQL(
+        "select count(distinct month.unique_row_id) from {final} as month "
+        "where month.filename = %(filename)s and exists ("
+        "select 1 from {final} as other where other.unique_row_id = month.unique_row_id "
+        "and (other.{pickup} = month.{pickup} "
+        "or (other.{pickup} is null and month.{pickup} is null)) "
+        "and other.filename is distinct from month.filename)"
+    ).format(final=final_table(taxi, final_schema), pickup=pickup)
+
+
+def rows_and_distinct_ids(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
+    """Rows and distinct ids of the month: their difference is the file's own duplicates."""
+    return sql.SQL(
+        "select count(*), count(distinct unique_row_id) from {final} where filename = %(filename)s"
+    ).format(final=final_table(taxi, final_schema))
+
+
+def pickups_outside_month(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
+    """Rows of the month, those picked up outside ``[%(month_start)s, %(month_end)s)``,
+    and the earliest and latest pickup (to show how far off they are)."""
+    pickup = sql.Identifier(taxi.column(taxi.pickup_column).postgres_name)
+    return sql.SQL(
+        "select count(*), count(*) filter (where {pickup} < %(month_start)s "
+        "or {pickup} >= %(month_end)s or {pickup} is null), min({pickup}), max({pickup}) "
+        "from {final} where filename = %(filename)s"
+    ).format(pickup=pickup, final=final_table(taxi, final_schema))

@@ -1,0 +1,229 @@
+"""Every Postgres statement the platform runs, built from the catalogue.
+
+Identifiers come from the catalogue (a closed set) and are quoted with
+``psycopg.sql.Identifier``; values are parameters. The assets, the tests and the benchmark
+all build their SQL here, so what is measured is what runs.
+
+How a month moves, and why it is cheap:
+- ``COPY`` streams the file into an unlogged staging table private to the month: no WAL,
+  no index, nothing computed (as fast as a bare COPY).
+- One ``INSERT ... SELECT`` moves the rows whose id the final table does not hold yet,
+  computing ``unique_row_id`` and ``filename`` on the way: the one pass that writes the
+  final table also computes the ids (the zoomcamp flow's ``UPDATE`` rewrites every staged
+  row first). It commits together with a ledger entry and the drop of the staging table.
+  Rows duplicated inside one file are all kept, as the zoomcamp ``MERGE ... WHEN NOT
+  MATCHED`` keeps them.
+- The id lookup goes through a btree on the pickup time (the id hashes the pickup, so equal
+  ids have equal pickups): months arrive roughly in time order, so that index grows at its
+  right edge, where a btree on md5 ids would be written all over for every row. A BRIN
+  index on ``filename`` (rows of a file are appended together) finds a month's rows for
+  the checks at almost no cost to the load.
+- The ledger (``taxi_platform.loaded_files``) lets a re-run of a loaded, unchanged file
+  finish without touching the data.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from psycopg import sql
+
+from taxi_platform.lib.catalog import TaxiType
+
+STAGING_SCHEMA = "taxi_staging"
+LEDGER_SCHEMA = "taxi_platform"
+
+# The id's text casts are Postgres's own (timestamps as `2019-01-01 00:10:16`, doubles in
+# shortest form: `.86` -> `0.86`), and depend on two settings; the merge pins them.
+SESSION_SETTINGS = (
+    sql.SQL("set local datestyle to 'ISO, MDY'"),
+    sql.SQL("set local extra_float_digits to 1"),
+)
+
+# An id lookup (the merge's, the duplicate check's) should probe the pickup index once per
+# row of the month, a cost that grows with the month, never with the table's history. Left
+# alone, the planner hashes the whole final table instead: a 7.7M-row month merged into a
+# table holding one such month took 54.3 s with the hash join and 38.3 s with the index
+# probes, and the hash only grows as months accumulate. Into an empty or small table the
+# hash is the cheaper one (1M rows into an empty table: 3.0 s hashed, 4.2 s probed), so the
+# merge applies these only once the table is at least the month's size (see
+# ``merge_month``).
+ID_LOOKUP_PLAN_SETTINGS = (
+    sql.SQL("set local enable_hashjoin to off"),
+    sql.SQL("set local enable_mergejoin to off"),
+)
+
+LEDGER_TABLE = sql.Identifier(LEDGER_SCHEMA, "loaded_files")
+
+
+def setup_statements(taxi: TaxiType, final_schema: str = "public") -> list[sql.Composable]:
+    """Schemas, the id function, the final table (zoomcamp DDL), its id index, the ledger."""
+    columns = [
+        sql.SQL("{} {}").format(sql.Identifier(column.postgres_name), sql.SQL(column.postgres_type))
+        for column in taxi.columns
+    ]
+    return [
+        sql.SQL("create schema if not exists {}").format(sql.Identifier(STAGING_SCHEMA)),
+        sql.SQL("create schema if not exists {}").format(sql.Identifier(LEDGER_SCHEMA)),
+        sql.SQL("create schema if not exists {}").format(sql.Identifier(final_schema)),
+        sql.SQL(
+            "create table if not exists {table} (unique_row_id text, filename text, {columns})"
+        ).format(table=final_table(taxi, final_schema), columns=sql.SQL(", ").join(columns)),
+        *final_table_indexes(taxi, final_schema),
+        sql.SQL(
+            "create table if not exists {ledger} (table_name text, filename text, "
+            "sha256 text not null, rows_staged bigint not null, rows_inserted bigint not null, "
+            "loaded_at timestamptz not null default now(), primary key (table_name, filename))"
+        ).format(ledger=LEDGER_TABLE),
+    ]
+
+
+def final_table_indexes(taxi: TaxiType, final_schema: str = "public") -> list[sql.Composable]:
+    """The two indexes we add to the zoomcamp table (see the module docstring for why)."""
+    return [
+        sql.SQL("create index if not exists {index} on {table} ({pickup})").format(
+            index=sql.Identifier(f"{taxi.table}_pickup_idx"),
+            table=final_table(taxi, final_schema),
+            pickup=_pickup(taxi),
+        ),
+        sql.SQL("create index if not exists {index} on {table} using brin (filename)").format(
+            index=sql.Identifier(f"{taxi.table}_filename_brin"),
+            table=final_table(taxi, final_schema),
+        ),
+    ]
+
+
+def final_table(taxi: TaxiType, final_schema: str = "public") -> sql.Identifier:
+    return sql.Identifier(final_schema, taxi.table)
+
+
+def staging_table(taxi: TaxiType, month_start: date) -> sql.Identifier:
+    return sql.Identifier(STAGING_SCHEMA, taxi.month_table(month_start))
+
+
+def _pickup(taxi: TaxiType) -> sql.Identifier:
+    return sql.Identifier(taxi.column(taxi.pickup_column).postgres_name)
+
+
+def unique_row_id(taxi: TaxiType) -> sql.Composable:
+    """The zoomcamp id: md5 over the id columns' text, an empty string for a NULL."""
+    return sql.SQL("md5({})").format(
+        sql.SQL(" || ").join(
+            sql.SQL("coalesce(cast({} as text), '')").format(
+                sql.Identifier(taxi.column(name).postgres_name)
+            )
+            for name in taxi.postgres_id_columns
+        )
+    )
+
+
+def create_staging(taxi: TaxiType, month_start: date) -> sql.Composable:
+    """An unlogged table for one month, with the file's columns and nothing else."""
+    columns = [
+        sql.SQL("{} {}").format(sql.Identifier(column.postgres_name), sql.SQL(column.postgres_type))
+        for column in taxi.columns
+    ]
+    return sql.SQL("create unlogged table {staging} ({columns})").format(
+        staging=staging_table(taxi, month_start), columns=sql.SQL(", ").join(columns)
+    )
+
+
+def drop_staging(taxi: TaxiType, month_start: date) -> sql.Composable:
+    return sql.SQL("drop table if exists {}").format(staging_table(taxi, month_start))
+
+
+def copy_into_staging(taxi: TaxiType, month_start: date) -> sql.Composable:
+    return sql.SQL("copy {staging} ({columns}) from stdin with (format csv, header true)").format(
+        staging=staging_table(taxi, month_start),
+        columns=sql.SQL(", ").join(sql.Identifier(c.postgres_name) for c in taxi.columns),
+    )
+
+
+def month_lock(taxi: TaxiType, month_start: date) -> sql.Composable:
+    """Serializes two runs of the same month (they would share a staging table)."""
+    return sql.SQL("select pg_advisory_xact_lock(hashtext({key}))").format(
+        key=sql.Literal(f"taxi_platform:staging:{taxi.month_table(month_start)}")
+    )
+
+
+def table_lock(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
+    """Serializes merges into one final table, so that concurrent months cannot both
+    insert an id that neither saw (out-of-month pickups make ids meet across files)."""
+    return sql.SQL("select pg_advisory_xact_lock(hashtext({key}))").format(
+        key=sql.Literal(f"taxi_platform:merge:{final_schema}.{taxi.table}")
+    )
+
+
+def heap_bytes(table: sql.Identifier) -> sql.Composable:
+    """The table's size on disk: exact and free, unlike a count or a stale estimate."""
+    return sql.SQL("select pg_relation_size({name})").format(name=sql.Literal(table.as_string()))
+
+
+def count_rows(table: sql.Identifier) -> sql.Composable:
+    return sql.SQL("select count(*) from {}").format(table)
+
+
+def staging_exists(taxi: TaxiType, month_start: date) -> sql.Composable:
+    return sql.SQL("select to_regclass({name}) is not null").format(
+        name=sql.Literal(f"{STAGING_SCHEMA}.{taxi.month_table(month_start)}")
+    )
+
+
+def merge_into_final(
+    taxi: TaxiType, month_start: date, final_schema: str = "public"
+) -> sql.Composable:
+    """Insert the staged rows whose id the final table does not hold yet, ids computed here.
+
+    Equal ids have equal pickups, so the lookup goes through the pickup index; a row
+    without a pickup time is looked up among the rows without one.
+    """
+    file_columns = [sql.Identifier(c.postgres_name) for c in taxi.columns]
+    target_columns = sql.SQL(", ").join(
+        [sql.Identifier("unique_row_id"), sql.Identifier("filename"), *file_columns]
+    )
+    return sql.SQL(
+        "insert into {final} ({target_columns}) "
+        "select {target_columns} from ("
+        "select {id} as unique_row_id, {filename} as filename, {file_columns} from {staging}"
+        # offset 0 keeps the subquery whole, so md5 runs once per row, not once for the
+        # lookup and again for the insert.
+        " offset 0) as staged "
+        "where not exists (select 1 from {final} as existing "
+        "where existing.{pickup} = staged.{pickup} "
+        "and existing.unique_row_id = staged.unique_row_id) "
+        "and (staged.{pickup} is not null or not exists (select 1 from {final} as existing "
+        "where existing.{pickup} is null and existing.unique_row_id = staged.unique_row_id))"
+    ).format(
+        final=final_table(taxi, final_schema),
+        staging=staging_table(taxi, month_start),
+        target_columns=target_columns,
+        id=unique_row_id(taxi),
+        filename=sql.Literal(taxi.csv_name(month_start)),
+        file_columns=sql.SQL(", ").join(file_columns),
+        pickup=_pickup(taxi),
+    )
+
+
+def ledger_entry(taxi: TaxiType, month_start: date, final_schema: str = "public") -> sql.Composable:
+    return sql.SQL(
+        "select sha256, rows_staged, rows_inserted from {ledger} "
+        "where table_name = {table} and filename = {filename}"
+    ).format(
+        ledger=LEDGER_TABLE,
+        table=sql.Literal(f"{final_schema}.{taxi.table}"),
+        filename=sql.Literal(taxi.csv_name(month_start)),
+    )
+
+
+def record_load(taxi: TaxiType, month_start: date, final_schema: str = "public") -> sql.Composable:
+    """Upsert the ledger row; parameters: sha256, rows_staged, rows_inserted."""
+    return sql.SQL(
+        "insert into {ledger} (table_name, filename, sha256, rows_staged, rows_inserted) "
+        "values ({table}, {filename}, %s, %s, %s) on conflict (table_name, filename) do update "
+        "set sha256 = excluded.sha256, rows_staged = excluded.rows_staged, "
+        "rows_inserted = excluded.rows_inserted, loaded_at = now()"
+    ).format(
+        ledger=LEDGER_TABLE,
+        table=sql.Literal(f"{final_schema}.{taxi.table}"),
+        filename=sql.Literal(taxi.csv_name(month_start)),
+    )

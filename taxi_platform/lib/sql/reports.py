@@ -1,0 +1,123 @@
+"""The statements of the reports: the zone lookup and the monthly summaries.
+
+The summary is computed where the data is, in one ``INSERT ... SELECT`` over the month's
+rows of the final table (found by ``filename``), so a yellow month of 7.7M rows never
+leaves Postgres. Identifiers come from the catalogue; values are parameters.
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.sql.postgres import LEDGER_SCHEMA, final_table
+
+REPORTS_SCHEMA = "reports"
+# The releases' lookup (misc/taxi_zone_lookup.csv), kept beside the load ledger.
+ZONES_TABLE = sql.Identifier(LEDGER_SCHEMA, "zones")
+ZONE_COLUMNS = ("locationid", "borough", "zone", "service_zone")
+
+
+def summary_table(taxi: TaxiType) -> sql.Identifier:
+    return sql.Identifier(REPORTS_SCHEMA, f"{taxi.name}_monthly_summary")
+
+
+def zone_setup() -> list[sql.Composable]:
+    return [
+        sql.SQL("create schema if not exists {}").format(sql.Identifier(LEDGER_SCHEMA)),
+        sql.SQL(
+            "create table if not exists {zones} (locationid integer primary key, "
+            "borough text, zone text, service_zone text)"
+        ).format(zones=ZONES_TABLE),
+    ]
+
+
+def count_zones() -> sql.Composable:
+    return sql.SQL("select count(*) from {}").format(ZONES_TABLE)
+
+
+def truncate_zones() -> sql.Composable:
+    return sql.SQL("truncate {}").format(ZONES_TABLE)
+
+
+def copy_zones() -> sql.Composable:
+    """COPY of the lookup file as published: quoted fields, CRLF lines, a header."""
+    return sql.SQL("copy {zones} ({columns}) from stdin with (format csv, header true)").format(
+        zones=ZONES_TABLE,
+        columns=sql.SQL(", ").join(sql.Identifier(name) for name in ZONE_COLUMNS),
+    )
+
+
+def boroughs() -> sql.Composable:
+    return sql.SQL("select borough, count(*) from {} group by borough order by borough").format(
+        ZONES_TABLE
+    )
+
+
+def summary_setup(taxi: TaxiType) -> list[sql.Composable]:
+    return [
+        sql.SQL("create schema if not exists {}").format(sql.Identifier(REPORTS_SCHEMA)),
+        sql.SQL(
+            "create table if not exists {summary} ("
+            "month date not null, pickup_date date not null, pickup_borough text not null, "
+            "trips bigint not null, revenue numeric(14, 2) not null, "
+            "average_distance_miles numeric(10, 3), average_duration_minutes numeric(10, 2), "
+            "primary key (month, pickup_date, pickup_borough))"
+        ).format(summary=summary_table(taxi)),
+    ]
+
+
+def delete_month(taxi: TaxiType) -> sql.Composable:
+    return sql.SQL("delete from {summary} where month = %(month_start)s").format(
+        summary=summary_table(taxi)
+    )
+
+
+def insert_month(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
+    """One row per pickup day and borough of the month's file.
+
+    Pickups outside the month (every file has some, see the asset check) are left out:
+    the summary describes the month the file is for. Revenue is ``total_amount``; a
+    duration is dropoff minus pickup. Zones missing from the lookup count as ``Unknown``.
+    Parameters: ``filename``, ``month_start``, ``month_end``.
+    """
+    pickup = sql.Identifier(taxi.column(taxi.pickup_column).postgres_name)
+    dropoff = sql.Identifier(taxi.column(taxi.dropoff_column).postgres_name)
+    return sql.SQL(
+        "insert into {summary} (month, pickup_date, pickup_borough, trips, revenue, "
+        "average_distance_miles, average_duration_minutes) "
+        "select %(month_start)s::date, trips.{pickup}::date, "
+        "coalesce(zones.borough, 'Unknown'), count(*), "
+        "round(coalesce(sum(trips.total_amount), 0)::numeric, 2), "
+        "round(avg(trips.trip_distance)::numeric, 3), "
+        "round((avg(extract(epoch from trips.{dropoff} - trips.{pickup})) / 60)::numeric, 2) "
+        "from {final} as trips left join {zones} as zones "
+        "on zones.locationid::text = trips.pulocationid "
+        "where trips.filename = %(filename)s "
+        "and trips.{pickup} >= %(month_start)s and trips.{pickup} < %(month_end)s "
+        "group by 1, 2, 3"
+    ).format(
+        summary=summary_table(taxi),
+        final=final_table(taxi, final_schema),
+        zones=ZONES_TABLE,
+        pickup=pickup,
+        dropoff=dropoff,
+    )
+
+
+def month_rows(taxi: TaxiType) -> sql.Composable:
+    """The month's summary rows, busiest first (the preview in the asset's metadata)."""
+    return sql.SQL(
+        "select pickup_date, pickup_borough, trips, revenue, average_distance_miles, "
+        "average_duration_minutes from {summary} where month = %(month_start)s "
+        "order by trips desc, pickup_date, pickup_borough"
+    ).format(summary=summary_table(taxi))
+
+
+def month_totals(taxi: TaxiType) -> sql.Composable:
+    """Totals of the month: rows, trips, revenue, days and boroughs covered."""
+    return sql.SQL(
+        "select count(*), coalesce(sum(trips), 0), coalesce(sum(revenue), 0), "
+        "count(distinct pickup_date), count(distinct pickup_borough) "
+        "from {summary} where month = %(month_start)s"
+    ).format(summary=summary_table(taxi))
