@@ -18,7 +18,9 @@ RUN pip install -r requirements.lock
 
 COPY pyproject.toml README.md ./
 COPY taxi_platform ./taxi_platform
-RUN pip install --no-deps .
+# Installed in place (editable): the definitions find the dg project (pyproject.toml) above
+# the package, as they do in a checkout.
+RUN pip install --no-deps -e .
 
 # The instance (storage in dagster_postgres via DAGSTER_POSTGRES_URL, run queue and
 # concurrency limits, telemetry off) is the repository's dagster.yaml, unchanged; the

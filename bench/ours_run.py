@@ -26,12 +26,17 @@ PROCESS_STARTED = time.time()
 
 import dagster as dg  # noqa: E402
 
-from taxi_platform.definitions import taxi_assets  # noqa: E402
-from taxi_platform.defs.trips.postgres import final_asset_key, staging_asset_key  # noqa: E402
+from taxi_platform.defs.trips.postgres import (  # noqa: E402
+    etl_assets,  # noqa: E402
+    final_asset_key,
+    staging_asset_key,
+)
 from taxi_platform.defs.trips.raw import raw_asset_key  # noqa: E402
 from taxi_platform.lib.catalog import taxi_type  # noqa: E402
 from taxi_platform.lib.months import parse_month, partition_key  # noqa: E402
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource  # noqa: E402
+
+taxi_assets = etl_assets()
 
 DATABASE_URL_VARIABLE = "BENCH_DATABASE_URL"
 

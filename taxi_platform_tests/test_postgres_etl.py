@@ -13,13 +13,15 @@ import dagster as dg
 import psycopg
 import pytest
 
-from taxi_platform.definitions import taxi_assets
+from taxi_platform.defs.trips.postgres import etl_assets
 from taxi_platform.lib.catalog import GREEN, YELLOW, TaxiType
 from taxi_platform.lib.months import partition_key
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
 from taxi_platform.tools.generate import write_month
 from taxi_platform_tests.http_faults import FaultyMirror
 from taxi_platform_tests.run_results import failure_message, metadata
+
+taxi_assets = etl_assets()
 
 JANUARY, FEBRUARY, MARCH = date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)
 

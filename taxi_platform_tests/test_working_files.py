@@ -9,8 +9,8 @@ import dagster as dg
 import psycopg
 import pytest
 
-from taxi_platform.definitions import taxi_assets
 from taxi_platform.defs.trips.gcp import build_gcp_assets
+from taxi_platform.defs.trips.postgres import etl_assets
 from taxi_platform.lib.asset_keys import gcs_asset_key
 from taxi_platform.lib.catalog import GREEN
 from taxi_platform.lib.months import partition_key
@@ -20,6 +20,8 @@ from taxi_platform.resources.gcp import TaxiGCSResource
 from taxi_platform.tools.generate import write_month
 from taxi_platform.tools.mirror import ReleaseMirror
 from taxi_platform_tests.run_results import failure_message, metadata
+
+taxi_assets = etl_assets()
 
 MONTHS = [date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)]
 GREEN_ASSETS = [asset for asset in taxi_assets if "green_tripdata" in asset.key.path[-1]]

@@ -1,7 +1,10 @@
-"""The resources a deployment gets from its environment: the one place env vars are read.
+"""The environment, read in one place: the resources a deployment gets, and the settings of
+its schedules, sensors and checks.
 
 Every variable is optional; without any, the platform downloads from the GitHub releases,
-lands files under ``~/.taxi_platform`` and loads into the embedded Postgres.
+lands files under ``~/.taxi_platform`` and loads into the embedded Postgres. Assets,
+schedules and sensors never read the environment themselves; they get what this module
+builds when the definitions load.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from taxi_platform.defs.trips.checks import CheckThresholds
+from taxi_platform.defs.trips.jobs import TARGETS
 from taxi_platform.local.embedded_postgres import taxi_home
 from taxi_platform.resources.gcp import gcp_resources_from_env
 from taxi_platform.resources.landing import LandingArea
@@ -35,3 +40,39 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         ),
         **gcp_resources_from_env(),
     }
+
+
+DEFAULT_TIMEZONE = "America/New_York"
+
+
+def schedule_timezone() -> str:
+    """``TAXI_SCHEDULE_TIMEZONE`` (an IANA name), ``America/New_York`` by default, where the
+    TLC publishes and the zoomcamp's Kestra triggers run."""
+    return os.environ.get("TAXI_SCHEDULE_TIMEZONE") or DEFAULT_TIMEZONE
+
+
+def release_targets() -> list[str]:
+    """``TAXI_RELEASE_TARGETS``: the paths a newly published month is loaded along
+    (``postgres``, ``gcp``, comma-separated); ``postgres`` by default, the path that works
+    without a cloud account."""
+    raw = os.environ.get("TAXI_RELEASE_TARGETS") or "postgres"
+    targets = [target.strip() for target in raw.split(",") if target.strip()]
+    unknown = [target for target in targets if target not in TARGETS]
+    if unknown:
+        raise ValueError(f"TAXI_RELEASE_TARGETS: unknown {unknown}; known: {', '.join(TARGETS)}")
+    return targets
+
+
+def release_sensor_interval_seconds() -> int:
+    """``TAXI_RELEASE_SENSOR_INTERVAL_SECONDS``: hourly by default (one HEAD per taxi type)."""
+    return int(os.environ.get("TAXI_RELEASE_SENSOR_INTERVAL_SECONDS") or 3600)
+
+
+def check_thresholds() -> CheckThresholds:
+    share = os.environ.get("TAXI_OUTSIDE_MONTH_WARN_SHARE")
+    return CheckThresholds(outside_month_warn_share=float(share)) if share else CheckThresholds()
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(resources={**default_resources(), "check_thresholds": check_thresholds()})

@@ -62,17 +62,18 @@ def command_up(args: argparse.Namespace) -> int:
     )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print("warning: the Dagster UI has no login; keep it behind the proxy (see README)")
-    dagster = Path(sys.executable).with_name("dagster")
+    # `dg dev` finds the project (pyproject.toml's [tool.dg]) from the working directory
+    # and runs the webserver and the daemon in this virtual environment.
     command = [
-        str(dagster),
+        str(Path(sys.executable).with_name("dg")),
         "dev",
-        "-w",
-        str(PROJECT_ROOT / "workspace.yaml"),
-        "-h",
+        "--host",
         args.host,
-        "-p",
+        "--port",
         str(args.port),
     ]
+    env["VIRTUAL_ENV"] = sys.prefix
+    os.chdir(PROJECT_ROOT)
     os.execve(command[0], command, env)
     return 0
 

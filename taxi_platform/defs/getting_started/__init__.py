@@ -20,6 +20,7 @@ from taxi_platform.defs.getting_started.products import (
     products_filtered,
     products_raw,
 )
+from taxi_platform.defs.resources import schedule_timezone
 from taxi_platform.resources.http_json_api import HttpJsonApi
 
 
@@ -45,4 +46,6 @@ def getting_started_definitions(
     )
 
 
-__all__ = ["getting_started_definitions"]
+@dg.definitions
+def defs() -> dg.Definitions:
+    return getting_started_definitions(schedule_timezone=schedule_timezone())

@@ -10,7 +10,7 @@ import psycopg
 
 from taxi_platform.defs.trips.postgres import DATABASE_POOL
 from taxi_platform.lib.asset_keys import ZONE_LOOKUP_KEY, final_asset_key, summary_asset_key
-from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start, next_month
 from taxi_platform.lib.sql import reports as statements
 from taxi_platform.resources import PostgresResource, TripFileSource
@@ -142,3 +142,13 @@ def _markdown_preview(rows: list[tuple]) -> str:
     ]
     more = f"\n\n{len(rows) - PREVIEW_ROWS:,} more rows" if len(rows) > PREVIEW_ROWS else ""
     return header + "\n".join(lines) + more
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[
+            taxi_zone_lookup,
+            *(asset for taxi in TAXIS.values() for asset in build_report_assets(taxi)),
+        ]
+    )

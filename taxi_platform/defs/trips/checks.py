@@ -12,7 +12,7 @@ import psycopg
 from pydantic import Field
 
 from taxi_platform.lib.asset_keys import final_asset_key, raw_asset_key, staging_asset_key
-from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import parse_header
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start, next_month
 from taxi_platform.lib.sql import checks as statements
@@ -245,3 +245,10 @@ def build_taxi_checks(taxi: TaxiType) -> list[dg.AssetChecksDefinition]:
         no_id_inserted_twice,
         pickups_outside_month,
     ]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        asset_checks=[check for taxi in TAXIS.values() for check in build_taxi_checks(taxi)]
+    )

@@ -23,7 +23,7 @@ from taxi_platform.lib.asset_keys import (
     month_asset_key,
     raw_asset_key,
 )
-from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import LandedFile
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
 from taxi_platform.lib.retention import release_landed_file
@@ -305,3 +305,13 @@ def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         )
 
     return [gcs_csv, external, month_table, final]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[
+            *gcp_setup_assets(),
+            *(asset for taxi in TAXIS.values() for asset in build_gcp_assets(taxi)),
+        ]
+    )

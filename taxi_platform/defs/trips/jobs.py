@@ -17,7 +17,12 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition as AssetJob,
 )
 
-from taxi_platform.lib.asset_keys import final_asset_key, raw_asset_key, staging_asset_key
+from taxi_platform.lib.asset_keys import (
+    final_asset_key,
+    raw_asset_key,
+    staging_asset_key,
+    summary_asset_key,
+)
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
 
@@ -115,3 +120,15 @@ def taxi_of_asset_key(asset_key: dg.AssetKey) -> TaxiType | None:
         if name.startswith(f"{taxi.name}_"):
             return taxi
     return None
+
+
+# Built once: the schedules and sensors target these very objects.
+TAXI_JOBS = build_jobs()
+SUMMARY_JOBS = {
+    taxi.name: build_summary_job(taxi, summary_asset_key(taxi)) for taxi in TAXIS.values()
+}
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(jobs=[*TAXI_JOBS.values(), *SUMMARY_JOBS.values()])

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from taxi_platform.defs.trips.raw import describe_month
+from taxi_platform.defs.trips.raw import build_raw_asset, describe_month
 from taxi_platform.lib.asset_keys import final_asset_key, raw_asset_key, staging_asset_key
-from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import LandedFile
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
 from taxi_platform.lib.postgres_load import LoadError, merge_month, stage_month
@@ -117,3 +117,20 @@ def build_postgres_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         )
 
     return [staging, final]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[asset for taxi in TAXIS.values() for asset in build_postgres_assets(taxi)]
+    )
+
+
+def etl_assets() -> list[dg.AssetsDefinition]:
+    """Every taxi type's path to Postgres, raw file included: what one month's load runs
+    (the tests and the benchmark materialize these)."""
+    return [
+        asset
+        for taxi in TAXIS.values()
+        for asset in (build_raw_asset(taxi), *build_postgres_assets(taxi))
+    ]

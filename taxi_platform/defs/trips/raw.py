@@ -3,7 +3,7 @@
 import dagster as dg
 
 from taxi_platform.lib.asset_keys import raw_asset_key
-from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import BadTripFile, land_month
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
 from taxi_platform.resources import LandingArea, TripFileSource
@@ -76,3 +76,8 @@ def build_raw_asset(taxi: TaxiType) -> dg.AssetsDefinition:
         )
 
     return raw_csv
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(assets=[build_raw_asset(taxi) for taxi in TAXIS.values()])

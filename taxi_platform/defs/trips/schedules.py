@@ -17,14 +17,14 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from taxi_platform.defs.trips.jobs import AssetJob
+from taxi_platform.defs.resources import DEFAULT_TIMEZONE, schedule_timezone
+from taxi_platform.defs.trips.jobs import TAXI_JOBS, AssetJob
 from taxi_platform.lib.catalog import TAXIS
 from taxi_platform.lib.months import next_month, partition_key
 
 # Kestra's triggers: green first, yellow an hour later (they share the database).
 CRON_SCHEDULES = {"green": "0 9 1 * *", "yellow": "0 10 1 * *"}
 DEFAULT_CRON_SCHEDULE = "0 11 1 * *"  # a taxi type added to the catalogue later
-DEFAULT_TIMEZONE = "America/New_York"
 
 
 def month_to_load(scheduled_execution_time: datetime, execution_timezone: str) -> date:
@@ -90,3 +90,8 @@ def build_schedules(
         for (taxi_name, _target), job in jobs.items()
         if taxi_name in TAXIS
     ]
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(schedules=build_schedules(TAXI_JOBS, schedule_timezone()))

@@ -16,7 +16,15 @@ from datetime import date, datetime, timezone
 
 import dagster as dg
 
-from taxi_platform.defs.trips.jobs import AssetJob, run_tags, taxi_of_asset_key
+from taxi_platform.defs.resources import release_sensor_interval_seconds, release_targets
+from taxi_platform.defs.trips.jobs import (
+    SUMMARY_JOBS,
+    TAXI_JOBS,
+    AssetJob,
+    run_tags,
+    taxi_of_asset_key,
+)
+from taxi_platform.lib.asset_keys import final_asset_key
 from taxi_platform.lib.catalog import LAST_PUBLISHED_MONTH, TAXIS
 from taxi_platform.lib.months import month_start, next_month, parse_month, partition_key
 from taxi_platform.lib.run_liveness import reap_dead_runs
@@ -194,3 +202,19 @@ def dead_run_reaper(context: dg.SensorEvaluationContext) -> dg.SkipReason:
     if reaped:
         return dg.SkipReason(f"marked {len(reaped)} dead run(s) failed: {', '.join(reaped)}")
     return dg.SkipReason("no run of this host has lost its process")
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    targets = release_targets()
+    release_sensor = build_new_release_sensor(
+        [job for (_taxi, target), job in TAXI_JOBS.items() if target in targets],
+        minimum_interval_seconds=release_sensor_interval_seconds(),
+    )
+    summary_sensors = [
+        build_summary_sensor(final_asset_key(taxi), SUMMARY_JOBS[taxi.name])
+        for taxi in TAXIS.values()
+    ]
+    return dg.Definitions(
+        sensors=[release_sensor, *summary_sensors, backfill_run_tags, dead_run_reaper]
+    )
