@@ -24,7 +24,7 @@ def definitions() -> dg.Definitions:
 
 
 def evaluate_schedule(name: str, when: datetime, defs: dg.Definitions | None = None):
-    schedule = (defs or definitions()).get_schedule_def(name)
+    schedule = (defs or definitions()).resolve_schedule_def(name)
     with dg.build_schedule_context(scheduled_execution_time=when) as context:
         return schedule.evaluate_tick(context)
 
@@ -37,8 +37,8 @@ def only_request(result) -> dg.RunRequest:
 
 def test_schedules_fire_on_the_first_at_the_kestra_hours_in_new_york() -> None:
     defs = definitions()
-    green = defs.get_schedule_def("green_postgres_monthly")
-    yellow = defs.get_schedule_def("yellow_postgres_monthly")
+    green = defs.resolve_schedule_def("green_postgres_monthly")
+    yellow = defs.resolve_schedule_def("yellow_postgres_monthly")
 
     assert (green.cron_schedule, green.execution_timezone) == ("0 9 1 * *", "America/New_York")
     assert (yellow.cron_schedule, yellow.execution_timezone) == ("0 10 1 * *", "America/New_York")
@@ -85,7 +85,7 @@ def test_the_month_comes_from_the_date_in_the_schedules_time_zone_not_utc() -> N
 def test_the_time_zone_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TAXI_SCHEDULE_TIMEZONE", "Europe/Berlin")
     defs = definitions()
-    schedule = defs.get_schedule_def("green_postgres_monthly")
+    schedule = defs.resolve_schedule_def("green_postgres_monthly")
     # 1 April 2019 00:30 in Berlin is 31 March 22:30 UTC: April already, locally.
     berlin_tick = datetime(2019, 4, 1, 9, tzinfo=ZoneInfo("Europe/Berlin"))
 
@@ -126,7 +126,7 @@ def evaluate_sensor(sensor: dg.SensorDefinition, cursor: str | None, **context_a
 
 
 def test_release_sensor_requests_exactly_the_new_month_once(mirror_folder: Path) -> None:
-    sensor = definitions().get_sensor_def("new_release_sensor")
+    sensor = definitions().resolve_sensor_def("new_release_sensor")
     start = json.dumps({"green": "2019-02", "yellow": "2019-02"})
     with ReleaseMirror(mirror_folder) as mirror:
         resources = {"trip_source": TripFileSource(base_url=mirror.base_url, max_attempts=1)}
@@ -153,7 +153,7 @@ def test_release_sensor_catches_up_and_targets_the_configured_paths(
     mirror_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TAXI_RELEASE_TARGETS", "postgres,gcp")
-    sensor = definitions().get_sensor_def("new_release_sensor")
+    sensor = definitions().resolve_sensor_def("new_release_sensor")
     for month in (date(2019, 3, 1), date(2019, 4, 1)):
         write_month(YELLOW, month, 50, mirror_folder, seed=3)
     with ReleaseMirror(mirror_folder) as mirror:
@@ -180,16 +180,28 @@ def land(instance: dg.DagsterInstance, month: str) -> None:
     )
 
 
+def evaluate_summary_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, cursor):
+    """One tick of the summary sensor, as the daemon runs a multi-asset sensor."""
+    sensor = defs.resolve_sensor_def("green_monthly_summary_sensor")
+    context = dg.build_multi_asset_sensor_context(
+        monitored_assets=[final_asset_key(GREEN)],
+        instance=instance,
+        cursor=cursor,
+        definitions=defs,
+    )
+    return sensor.evaluate_tick(context)
+
+
 def test_summary_sensor_requests_the_summary_of_each_month_that_landed() -> None:
-    sensor = definitions().get_sensor_def("green_monthly_summary_sensor")
+    defs = definitions()
     with dg.instance_for_test() as instance:
         land(instance, "2019-03-01")
-        first = evaluate_sensor(sensor, None, instance=instance)
-        quiet = evaluate_sensor(sensor, first.cursor, instance=instance)
+        first = evaluate_summary_sensor(defs, instance, None)
+        quiet = evaluate_summary_sensor(defs, instance, first.cursor)
         # Two months landing between ticks (a backfill) each get their summary.
         land(instance, "2019-04-01")
         land(instance, "2019-05-01")
-        both = evaluate_sensor(sensor, quiet.cursor, instance=instance)
+        both = evaluate_summary_sensor(defs, instance, quiet.cursor)
 
     assert [(r.job_name, r.partition_key) for r in first.run_requests] == [
         ("green_monthly_summary", "2019-03-01")
@@ -198,6 +210,6 @@ def test_summary_sensor_requests_the_summary_of_each_month_that_landed() -> None
     assert first.run_requests[0].tags["taxi"] == "green"
     assert quiet.run_requests == []
     assert [r.partition_key for r in both.run_requests] == ["2019-04-01", "2019-05-01"]
-    assert definitions().get_job_def("green_monthly_summary").asset_layer.selected_asset_keys == {
+    assert defs.resolve_job_def("green_monthly_summary").asset_layer.selected_asset_keys == {
         dg.AssetKey(["reports", "green_monthly_summary"])
     }

@@ -112,13 +112,15 @@ def build_summary_sensor(
 ) -> dg.SensorDefinition:
     """An asset sensor on one final table: each month that lands gets its summary rebuilt.
 
-    Written on the event log rather than with ``@asset_sensor``, which hands a tick only
-    the latest materialization: when a backfill lands three months between two ticks, two
-    of them would never get a summary. The cursor is the last event's storage id.
+    A multi-asset sensor rather than ``@asset_sensor``: the latter hands a tick only the
+    latest materialization, so when a backfill lands three months between two ticks, two of
+    them would never get a summary. This one reads every materialization after its cursor
+    (oldest first, a bounded number per tick) and advances past the last one it requested.
     """
 
-    @dg.sensor(
+    @dg.multi_asset_sensor(
         name=f"{summary_job.name}_sensor",
+        monitored_assets=[final_key],
         job=summary_job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -127,28 +129,21 @@ def build_summary_sensor(
             f"month of {summary_job.name}."
         ),
     )
-    def summary_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        after = int(context.cursor) if context.cursor else None
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=final_key, after_storage_id=after),
-            limit=SUMMARY_EVENTS_PER_TICK,
-            ascending=True,
-        ).records
-        run_requests = []
-        for record in records:
-            partition = record.partition_key
-            if partition is None:
-                continue
-            run_requests.append(
-                summary_job.run_request_for_partition(
-                    partition_key=partition,
-                    # Per materialization: a month reloaded later is summarized again.
-                    run_key=f"{partition}:{record.storage_id}",
-                    tags={"trigger": f"{summary_job.name}_sensor"},
-                )
+    def summary_sensor(context: dg.MultiAssetSensorEvaluationContext) -> dg.SensorResult:
+        records = context.materialization_records_for_key(final_key, limit=SUMMARY_EVENTS_PER_TICK)
+        run_requests = [
+            summary_job.run_request_for_partition(
+                partition_key=record.partition_key,
+                # Per materialization: a month reloaded later is summarized again.
+                run_key=f"{record.partition_key}:{record.storage_id}",
+                tags={"trigger": f"{summary_job.name}_sensor"},
             )
-        cursor = str(records[-1].storage_id) if records else context.cursor
-        return dg.SensorResult(run_requests=run_requests, cursor=cursor)
+            for record in records
+            if record.partition_key is not None
+        ]
+        if records:
+            context.advance_cursor({final_key: records[-1]})
+        return dg.SensorResult(run_requests=run_requests)
 
     return summary_sensor
 
