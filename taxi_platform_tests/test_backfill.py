@@ -17,6 +17,7 @@ import yaml
 
 from taxi_platform.lib.catalog import GREEN
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
+from taxi_platform.local.ports import free_port
 from taxi_platform.tools.backfill import (
     WebserverClient,
     add_backfill_command,
@@ -24,8 +25,7 @@ from taxi_platform.tools.backfill import (
     command_backfill,
 )
 from taxi_platform.tools.generate import write_month, write_zone_lookup
-from taxi_platform_tests.conftest import free_port
-from taxi_platform_tests.stack import (
+from taxi_platform_tests.support.stack import (
     DagsterStack,
     platform_stack,
     wait_until,

@@ -36,7 +36,7 @@ from taxi_platform.resources.gcp import (
     UploadCorrupted,
     file_md5_base64,
 )
-from taxi_platform_tests.run_results import failure_message, metadata
+from taxi_platform_tests.support.run_results import failure_message, metadata
 
 JANUARY, FEBRUARY = date(2019, 1, 1), date(2019, 2, 1)
 PROJECT, DATASET = "taxi-test", "zoomcamp"

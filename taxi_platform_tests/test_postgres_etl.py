@@ -18,8 +18,8 @@ from taxi_platform.lib.catalog import GREEN, YELLOW, TaxiType
 from taxi_platform.lib.months import partition_key
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
 from taxi_platform.tools.generate import write_month
-from taxi_platform_tests.http_faults import FaultyMirror
-from taxi_platform_tests.run_results import failure_message, metadata
+from taxi_platform_tests.support.http_faults import FaultyMirror
+from taxi_platform_tests.support.run_results import failure_message, metadata
 
 taxi_assets = etl_assets()
 

@@ -12,12 +12,19 @@ import json
 import os
 import time
 import zlib
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import requests
 
-from taxi_platform.resources.trip_source import TripFileSource
+
+class StreamSource(Protocol):
+    """Where a month's file streams from (the ``trip_source`` resource: timeouts, retries)."""
+
+    def open_stream(self, url: str) -> AbstractContextManager[requests.Response]: ...
+
 
 CHUNK_BYTES = 1 << 20
 
@@ -56,7 +63,7 @@ def sidecar_path(csv_path: Path) -> Path:
 
 
 def land_month(
-    source: TripFileSource,
+    source: StreamSource,
     url: str,
     csv_path: Path,
     expected_header: tuple[str, ...],

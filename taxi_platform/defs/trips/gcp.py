@@ -14,6 +14,7 @@ months need, once.
 import dagster as dg
 
 from taxi_platform.defs.trips.raw import describe_month
+from taxi_platform.defs.trips.retention import release_landed_file
 from taxi_platform.lib.asset_keys import (
     BUCKET_ASSET_KEY,
     DATASET_ASSET_KEY,
@@ -26,7 +27,6 @@ from taxi_platform.lib.asset_keys import (
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import LandedFile
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
-from taxi_platform.lib.retention import release_landed_file
 from taxi_platform.lib.sql import bigquery as bq_sql
 from taxi_platform.lib.warehouse import (
     GcpError,

@@ -3,13 +3,13 @@
 import dagster as dg
 
 from taxi_platform.defs.trips.raw import build_raw_asset, describe_month
+from taxi_platform.defs.trips.retention import release_landed_file
 from taxi_platform.lib.asset_keys import final_asset_key, raw_asset_key, staging_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landed_month import landed_month_or_fail
 from taxi_platform.lib.landing import LandedFile
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
 from taxi_platform.lib.postgres_load import LoadError, StageResult, merge_month, stage_month
-from taxi_platform.lib.retention import release_landed_file
 from taxi_platform.lib.table_schema import postgres_table_schema
 from taxi_platform.resources import LandingArea, PostgresResource
 

@@ -20,7 +20,7 @@ import dagster as dg
 from taxi_platform.defs.resources import DEFAULT_TIMEZONE, schedule_timezone
 from taxi_platform.defs.trips.jobs import TAXI_JOBS, AssetJob
 from taxi_platform.lib.catalog import TAXIS
-from taxi_platform.lib.months import next_month, partition_key
+from taxi_platform.lib.months import next_month, partition_key, previous_month
 
 # Kestra's triggers: green first, yellow an hour later (they share the database).
 CRON_SCHEDULES = {"green": "0 9 1 * *", "yellow": "0 10 1 * *"}
@@ -36,10 +36,7 @@ def month_to_load(scheduled_execution_time: datetime, execution_timezone: str) -
     if scheduled_execution_time.tzinfo is None:
         scheduled_execution_time = scheduled_execution_time.replace(tzinfo=timezone.utc)
     local_day = scheduled_execution_time.astimezone(ZoneInfo(execution_timezone)).date()
-    first_of_month = local_day.replace(day=1)
-    if first_of_month.month == 1:
-        return date(first_of_month.year - 1, 12, 1)
-    return first_of_month.replace(month=first_of_month.month - 1)
+    return previous_month(local_day)
 
 
 def build_schedule(

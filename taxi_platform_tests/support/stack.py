@@ -30,9 +30,9 @@ import psycopg
 import requests
 
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
-from taxi_platform_tests.conftest import free_port
+from taxi_platform.local.ports import free_port
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INSTANCE_YAML = PROJECT_ROOT / "dagster.yaml"
 STACK_WORKSPACE_YAML = PROJECT_ROOT / "deploy" / "workspace.yaml"
 LOCATION_NAME = "taxi_platform"
