@@ -42,12 +42,10 @@ SESSION_SETTINGS = (
 
 # An id lookup (the merge's, the duplicate check's) should probe the pickup index once per
 # row of the month, a cost that grows with the month, never with the table's history. Left
-# alone, the planner hashes the whole final table instead: a 7.7M-row month merged into a
-# table holding one such month took 54.3 s with the hash join and 38.3 s with the index
-# probes, and the hash only grows as months accumulate. Into an empty or small table the
-# hash is the cheaper one (1M rows into an empty table: 3.0 s hashed, 4.2 s probed), so the
+# alone, the planner hashes the whole final table instead, and the hash only grows as
+# months accumulate. Into an empty or small table the hash is the cheaper one, so the
 # merge applies these only once the table is at least the month's size (see
-# ``merge_month``).
+# ``merge_month``; the measured figures are in the README's benchmark section).
 ID_LOOKUP_PLAN_SETTINGS = (
     sql.SQL("set local enable_hashjoin to off"),
     sql.SQL("set local enable_mergejoin to off"),
@@ -58,17 +56,13 @@ LEDGER_TABLE = sql.Identifier(LEDGER_SCHEMA, "loaded_files")
 
 def setup_statements(taxi: TaxiType, final_schema: str = "public") -> list[sql.Composable]:
     """Schemas, the id function, the final table (zoomcamp DDL), its id index, the ledger."""
-    columns = [
-        sql.SQL("{} {}").format(sql.Identifier(column.postgres_name), sql.SQL(column.postgres_type))
-        for column in taxi.columns
-    ]
     return [
         sql.SQL("create schema if not exists {}").format(sql.Identifier(STAGING_SCHEMA)),
         sql.SQL("create schema if not exists {}").format(sql.Identifier(LEDGER_SCHEMA)),
         sql.SQL("create schema if not exists {}").format(sql.Identifier(final_schema)),
         sql.SQL(
             "create table if not exists {table} (unique_row_id text, filename text, {columns})"
-        ).format(table=final_table(taxi, final_schema), columns=sql.SQL(", ").join(columns)),
+        ).format(table=final_table(taxi, final_schema), columns=column_definitions(taxi)),
         *final_table_indexes(taxi, final_schema),
         sql.SQL(
             "create table if not exists {ledger} (table_name text, filename text, "
@@ -91,6 +85,14 @@ def final_table_indexes(taxi: TaxiType, final_schema: str = "public") -> list[sq
             table=final_table(taxi, final_schema),
         ),
     ]
+
+
+def column_definitions(taxi: TaxiType) -> sql.Composable:
+    """The file's columns with their zoomcamp types, as a table definition lists them."""
+    return sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(column.postgres_name), sql.SQL(column.postgres_type))
+        for column in taxi.columns
+    )
 
 
 def final_table(taxi: TaxiType, final_schema: str = "public") -> sql.Identifier:
@@ -119,12 +121,8 @@ def unique_row_id(taxi: TaxiType) -> sql.Composable:
 
 def create_staging(taxi: TaxiType, month_start: date) -> sql.Composable:
     """An unlogged table for one month, with the file's columns and nothing else."""
-    columns = [
-        sql.SQL("{} {}").format(sql.Identifier(column.postgres_name), sql.SQL(column.postgres_type))
-        for column in taxi.columns
-    ]
     return sql.SQL("create unlogged table {staging} ({columns})").format(
-        staging=staging_table(taxi, month_start), columns=sql.SQL(", ").join(columns)
+        staging=staging_table(taxi, month_start), columns=column_definitions(taxi)
     )
 
 
