@@ -236,25 +236,6 @@ def test_months_and_taxi_types_loaded_concurrently_equal_a_sequential_load(
             admin.execute(f'drop database if exists "{sequential_db}" with (force)')
 
 
-def test_cut_off_gzip_download_fails_and_leaves_final_table_unchanged(
-    mirror: FaultyMirror, mirror_folder: Path, resources: dict, database_url: str, tmp_path: Path
-) -> None:
-    write_month(GREEN, JANUARY, 1000, mirror_folder, seed=5)
-    load(GREEN, JANUARY, resources)
-    gz_path = write_month(GREEN, FEBRUARY, 5000, mirror_folder, seed=6)
-    mirror.truncate("/" + GREEN.release_path(FEBRUARY), gz_path.stat().st_size // 2)
-
-    result = load(GREEN, FEBRUARY, resources, raise_on_error=False)
-
-    assert not result.success
-    message = failure_message(result)
-    assert "green_tripdata_2019-02.csv" in message
-    assert "2019-02-01" in message
-    assert "cut off" in message or "ends early" in message or "interrupted" in message
-    assert final_count(database_url, GREEN) == 1000
-    assert not (tmp_path / "landing" / "green" / "green_tripdata_2019-02.csv").exists()
-
-
 def test_truncated_gzip_file_fails_with_a_clear_error(
     mirror_folder: Path, resources: dict, database_url: str
 ) -> None:

@@ -79,6 +79,13 @@ def stage_month(
     try:
         with connection.transaction():
             connection.execute(statements.month_lock(taxi, month_start))
+            # Asked again under the lock: another run of the month may have merged this
+            # very file while this one waited, and restaging it would only be merged as 0.
+            entry = connection.execute(
+                statements.ledger_entry(taxi, month_start, final_schema)
+            ).fetchone()
+            if not force and entry is not None and entry[0] == sha256:
+                return StageResult(rows_staged=entry[1], already_loaded=True)
             connection.execute(statements.drop_staging(taxi, month_start))
             connection.execute(statements.create_staging(taxi, month_start))
             with connection.cursor() as cursor:

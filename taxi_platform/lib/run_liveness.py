@@ -132,3 +132,49 @@ def _finished_runs_holding_slots(instance: dg.DagsterInstance) -> list[str]:
         )
     )
     return [record.dagster_run.run_id for record in finished]
+
+
+def earlier_live_runs_of_step(
+    instance: dg.DagsterInstance, run_id: str, partition_key: str, step_key: str
+) -> list[dg.DagsterRun]:
+    """Other STARTED runs of ``partition_key`` that execute ``step_key`` and were created
+    before run ``run_id``, whose process is alive (or on another host, so not judged here).
+
+    Two runs of one month would stage it into the same table and race each other's
+    retention of the landed file; the younger one gives way, so that exactly one of any
+    pair goes on (creation order is a total order both runs see alike).
+    """
+    own = instance.get_run_record_by_id(run_id)
+    if own is None:
+        return []
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED], tags={"dagster/partition": partition_key}
+        )
+    )
+    earlier = []
+    for record in records:
+        run = record.dagster_run
+        if run.run_id == run_id or (record.create_timestamp, run.run_id) > (
+            own.create_timestamp,
+            run_id,
+        ):
+            continue
+        if step_key not in _planned_step_keys(instance, run) or not _may_be_alive(instance, run):
+            continue
+        earlier.append(run)
+    return earlier
+
+
+def _planned_step_keys(instance: dg.DagsterInstance, run: dg.DagsterRun) -> set[str]:
+    if run.execution_plan_snapshot_id is None:
+        return set()
+    snapshot = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    return set(snapshot.step_keys_to_execute)
+
+
+def _may_be_alive(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
+    if run.tags.get(RUN_HOST_TAG) not in (None, this_host()):
+        return True
+    process = run_process(instance, run.run_id)
+    return process is None or process_is_alive(process)

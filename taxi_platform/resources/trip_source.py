@@ -15,16 +15,9 @@ import dagster as dg
 import requests
 
 from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.source_errors import MonthNotPublished, SourceUnavailable
 
 DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
-
-
-class MonthNotPublished(Exception):
-    """The source answered 404: the month is not (yet) published."""
-
-
-class SourceUnavailable(Exception):
-    """The source kept failing (5xx or connection errors) after every retry."""
 
 
 class TripFileSource(dg.ConfigurableResource):
@@ -32,7 +25,9 @@ class TripFileSource(dg.ConfigurableResource):
 
     Retries cover what a later attempt can fix: connection errors, timeouts and 5xx
     answers. A 404 is final: the month is not published, and retrying would only delay
-    the message that says so.
+    the message that says so. A transfer cut mid-file (a dropped connection, a read
+    timeout) is resumed where it stopped, up to ``max_attempts`` times per download
+    (``taxi_platform.lib.landing``).
     """
 
     base_url: str = DEFAULT_SOURCE_URL
@@ -56,6 +51,18 @@ class TripFileSource(dg.ConfigurableResource):
         finally:
             response.close()
 
+    def resume_stream(self, url: str, offset: int, etag: str | None) -> requests.Response:
+        """A streaming GET of ``url`` from byte ``offset`` on, for a download cut mid-file.
+
+        Asks for a ``Range`` valid only while the file is unchanged (``If-Range``); a source
+        that ignores ranges, or whose file changed, answers 200 with the whole file, and the
+        caller starts again from byte 0 (``status_code`` tells which). The caller closes it.
+        """
+        headers = {"Range": f"bytes={offset}-"}
+        if etag:
+            headers["If-Range"] = etag
+        return self._with_retries(url, lambda: self._get(url, headers))
+
     def is_published(self, url: str) -> bool:
         """A cheap HEAD request: does the file exist at the source? (release sensor)"""
         try:
@@ -65,9 +72,12 @@ class TripFileSource(dg.ConfigurableResource):
         response.close()
         return True
 
-    def _get(self, url: str) -> requests.Response:
+    def _get(self, url: str, headers: dict[str, str] | None = None) -> requests.Response:
         return requests.get(
-            url, stream=True, timeout=(self.connect_timeout_seconds, self.read_timeout_seconds)
+            url,
+            stream=True,
+            headers=headers,
+            timeout=(self.connect_timeout_seconds, self.read_timeout_seconds),
         )
 
     def _head(self, url: str) -> requests.Response:

@@ -40,6 +40,8 @@ def prepare_environment() -> dict[str, str]:
     env = dict(os.environ)
     if not (env.get("TAXI_DATABASE_URL") and env.get("DAGSTER_POSTGRES_URL")):
         server = embedded_server().start()
+        for note in server.notes:
+            print(f"embedded Postgres: {note}")
         print(f"embedded Postgres 18 running on 127.0.0.1:{server.port}, data in {server.data_dir}")
         env.setdefault("DAGSTER_POSTGRES_URL", server.url(DAGSTER_DATABASE))
     env["DAGSTER_HOME"] = str(_dagster_home())
@@ -82,6 +84,8 @@ def command_db(args: argparse.Namespace) -> int:
     server = embedded_server()
     if args.action == "start":
         server.start()
+        for note in server.notes:
+            print(f"embedded Postgres: {note}")
         print(f"embedded Postgres running on 127.0.0.1:{server.port} ({server.data_dir})")
     elif args.action == "stop":
         server.stop()

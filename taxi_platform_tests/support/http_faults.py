@@ -19,6 +19,7 @@ matches, in this order: failures, drops, substituted bodies, truncation.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -33,6 +34,7 @@ class _Fault:
     status: int = HTTPStatus.INTERNAL_SERVER_ERROR
     body: bytes = b""
     keep_bytes: int = 0
+    stall_seconds: float = 0.0
 
     def use(self) -> bool:
         """Spend one use; False when none is left."""
@@ -56,6 +58,8 @@ class FaultyMirror(ReleaseMirror):
         self._truncations: dict[str, _Fault] = {}
         # (method, path) of every request, in arrival order, path with a leading slash.
         self.requests: list[tuple[str, str]] = []
+        # (path, Range header or None) of every GET, in arrival order.
+        self.ranges: list[tuple[str, str | None]] = []
 
     def fail_next(self, path: str, status: int = 500, times: int = 1) -> None:
         """Answer ``status`` (with a short body) to the next ``times`` requests of ``path``."""
@@ -74,14 +78,20 @@ class FaultyMirror(ReleaseMirror):
         with self._lock:
             self._bodies[_normalized(path)] = _Fault(times=times, status=status, body=body)
 
-    def truncate(self, path: str, keep_bytes: int, times: int | None = None) -> None:
-        """Send only the first ``keep_bytes`` of the file's body, then close.
+    def truncate(
+        self, path: str, keep_bytes: int, times: int | None = None, stall_seconds: float = 0.0
+    ) -> None:
+        """Send only the first ``keep_bytes`` of the file's body (of the range asked for),
+        then close; with ``stall_seconds``, go silent that long before closing (what makes
+        a client's read timeout fire).
 
         The headers still announce the full Content-Length, as when a transfer dies
         mid-file. HEAD requests are answered normally and use nothing up.
         """
         with self._lock:
-            self._truncations[_normalized(path)] = _Fault(times=times, keep_bytes=keep_bytes)
+            self._truncations[_normalized(path)] = _Fault(
+                times=times, keep_bytes=keep_bytes, stall_seconds=stall_seconds
+            )
 
     def clear(self) -> None:
         """Forget every fault (the request log stays)."""
@@ -94,9 +104,16 @@ class FaultyMirror(ReleaseMirror):
         wanted = _normalized(path)
         return [method for method, requested in list(self.requests) if requested == wanted]
 
+    def ranges_for(self, path: str) -> list[str | None]:
+        """The Range header of each GET of ``path`` (None: the whole file), in order."""
+        wanted = _normalized(path)
+        return [header for requested, header in list(self.ranges) if requested == wanted]
+
     def handle_request(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         path = request_path(handler)
         self.requests.append((method, path))
+        if method == "GET":
+            self.ranges.append((path, handler.headers.get("Range")))
         with self._lock:
             failure = _take(self._failures, path)
             drop = None if failure else _take(self._drops, path)
@@ -119,6 +136,9 @@ class FaultyMirror(ReleaseMirror):
                 self.send_body(handler, method, HTTPStatus.NOT_FOUND, b"Not Found\n")
             else:
                 self.send_file(handler, method, file, keep_bytes=truncation.keep_bytes)
+                if truncation.stall_seconds:
+                    handler.wfile.flush()
+                    time.sleep(truncation.stall_seconds)
         else:
             super().handle_request(handler, method)
 

@@ -10,6 +10,7 @@ from taxi_platform.lib.landed_month import landed_month_or_fail
 from taxi_platform.lib.landing import LandedFile
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
 from taxi_platform.lib.postgres_load import LoadError, StageResult, merge_month, stage_month
+from taxi_platform.lib.run_liveness import earlier_live_runs_of_step
 from taxi_platform.lib.table_schema import postgres_table_schema
 from taxi_platform.resources import LandingArea, PostgresResource
 
@@ -25,6 +26,24 @@ ROWS_CHECK = "file_rows_equal_staged_rows"
 class StagingConfig(dg.Config):
     force_reload: bool = False
     """Stage the file even if the ledger says this exact file is already merged."""
+
+
+def _give_way_to_an_earlier_run(context: dg.AssetExecutionContext, describe: str) -> None:
+    """Fail this run if an earlier, live run is loading the same month (see
+    ``earlier_live_runs_of_step``): the month gets loaded once, by that run."""
+    step_key = context.op_def.name
+    earlier = earlier_live_runs_of_step(
+        context.instance, context.run_id, context.partition_key, step_key
+    )
+    if earlier:
+        raise dg.Failure(
+            description=(
+                f"{describe}: the month is being loaded by run {earlier[0].run_id}, started "
+                "before this one; this run stops so that the month is not staged twice. "
+                "That run loads it; run this one again only if that one fails."
+            ),
+            allow_retries=False,
+        )
 
 
 def _database_asset(taxi: TaxiType, **kwargs) -> dict:
@@ -91,6 +110,7 @@ def build_staging_asset(taxi: TaxiType) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         month = month_start(context.partition_key)
         describe = describe_month(taxi, context.partition_key)
+        _give_way_to_an_earlier_run(context, describe)
         csv_path = landing.csv_path(taxi, month)
         landed = landed_month_or_fail(csv_path, taxi, describe)
         try:

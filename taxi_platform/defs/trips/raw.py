@@ -4,13 +4,19 @@ import dagster as dg
 
 from taxi_platform.lib.asset_keys import raw_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
-from taxi_platform.lib.landing import BadTripFile, land_month
+from taxi_platform.lib.landing import (
+    BadTripFile,
+    DownloadInterrupted,
+    LandingAreaFull,
+    land_month,
+)
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
 from taxi_platform.resources import LandingArea, TripFileSource
 from taxi_platform.resources.trip_source import MonthNotPublished, SourceUnavailable
 
-# Transient trouble (a dropped connection, a 5xx burst beyond the source's own retries)
-# gets more chances; a month that is not published or a wrong file fails at once.
+# Transient trouble (a 5xx burst, or transfers cut more often than the source's own
+# attempts allow) gets more chances; a month that is not published, a wrong file or a full
+# landing area fails at once.
 DOWNLOAD_RETRY_POLICY = dg.RetryPolicy(
     max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
@@ -42,7 +48,12 @@ def build_raw_asset(taxi: TaxiType) -> dg.AssetsDefinition:
         url = trip_source.url_for(taxi, month)
         try:
             landed = land_month(
-                trip_source, url, landing.csv_path(taxi, month), taxi.header, describe
+                trip_source,
+                url,
+                landing.csv_path(taxi, month),
+                taxi.header,
+                describe,
+                log=context.log.info,
             )
         except MonthNotPublished:
             raise dg.Failure(
@@ -52,9 +63,11 @@ def build_raw_asset(taxi: TaxiType) -> dg.AssetsDefinition:
                 ),
                 allow_retries=False,
             ) from None
+        except DownloadInterrupted as error:
+            raise dg.Failure(description=str(error)) from None  # names the month already
         except SourceUnavailable as error:
             raise dg.Failure(description=f"{describe}: {error}") from None
-        except BadTripFile as error:
+        except (BadTripFile, LandingAreaFull) as error:
             raise dg.Failure(description=str(error), allow_retries=False) from None
         context.log.info(
             f"{describe}: {'downloaded' if landed.downloaded else 'already landed'}, "
