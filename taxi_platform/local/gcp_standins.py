@@ -8,7 +8,7 @@ variables it returns before Dagster loads the definitions:
   ``{state_dir}/gcs``; objects lie there as plain files ``{bucket}/{name}``. The official
   ``google-cloud-storage`` client talks to it (``STORAGE_EMULATOR_HOST``).
 * **BigQuery**: a DuckDB file, ``{state_dir}/bigquery.duckdb``, on which
-  ``resources/warehouse.py`` runs the BigQuery statements transpiled by sqlglot; its
+  ``lib/warehouse/`` runs the BigQuery statements transpiled by sqlglot; its
   external tables are views over the files in the fake-gcs folder. Nothing to start.
 
 The server is started detached and keeps running for the runs that follow; its pid and

@@ -7,7 +7,7 @@ cast to ``STRING`` and coalesced to ``""``, month tables ``{taxi}_tripdata_YYYY_
 external tables ``{taxi}_tripdata_YYYY_MM_ext`` over ``gs://{bucket}/{taxi}_tripdata_YYYY-MM.csv``.
 
 The same strings run on BigQuery and, transpiled by sqlglot, on the local DuckDB stand-in
-(``resources/warehouse.py``), so the statements the tests prove are the ones production runs.
+(``lib/warehouse/``), so the statements the tests prove are the ones production runs.
 
 Identifiers come from the catalogue (a closed set) and from the project, dataset and bucket
 settings, which are checked against Google's naming rules before they reach a statement.
