@@ -18,6 +18,7 @@ import dagster as dg
 import pytest
 from google.api_core import exceptions as google_exceptions
 
+from taxi_platform.defs.resources import gcp_resources_from_env
 from taxi_platform.defs.trips.gcp import gcp_setup_assets
 from taxi_platform.lib.warehouse import (
     GcpBillingNotEnabled,
@@ -31,10 +32,9 @@ from taxi_platform.lib.warehouse.errors import explain
 from taxi_platform.resources.gcp import (
     TaxiBigQueryResource,
     TaxiGCSResource,
-    gcp_resources_from_env,
     service_account_credentials,
 )
-from taxi_platform_tests.google_standin import (
+from taxi_platform_tests.support.google_standin import (
     Answer,
     BigQueryJobs,
     GoogleStub,

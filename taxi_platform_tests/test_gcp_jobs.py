@@ -28,8 +28,8 @@ from taxi_platform.lib.warehouse import (
     label_value,
 )
 from taxi_platform.resources.gcp import TaxiBigQueryResource, TaxiGCSResource
-from taxi_platform_tests.google_standin import Answer, BigQueryJobs, GoogleStub
-from taxi_platform_tests.run_results import failure_message, metadata
+from taxi_platform_tests.support.google_standin import Answer, BigQueryJobs, GoogleStub
+from taxi_platform_tests.support.run_results import failure_message, metadata
 
 JANUARY = "2019-01-01"
 SERIALIZATION = (

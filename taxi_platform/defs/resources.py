@@ -17,7 +17,15 @@ import dagster as dg
 from taxi_platform.defs.trips.checks import CheckThresholds
 from taxi_platform.defs.trips.jobs import TARGETS
 from taxi_platform.local.embedded_postgres import taxi_home
-from taxi_platform.resources.gcp import gcp_resources_from_env
+from taxi_platform.resources.gcp import (
+    BIGQUERY_EMULATOR_HOST,
+    BIGQUERY_JOB_TIMEOUT,
+    LOCAL_BIGQUERY_DATABASE,
+    LOCAL_GCS_ROOT,
+    STORAGE_EMULATOR_HOST,
+    TaxiBigQueryResource,
+    TaxiGCSResource,
+)
 from taxi_platform.resources.landing import LandingArea
 from taxi_platform.resources.postgres import PostgresResource
 from taxi_platform.resources.trip_source import DEFAULT_SOURCE_URL, TripFileSource
@@ -26,6 +34,42 @@ from taxi_platform.resources.trip_source import DEFAULT_SOURCE_URL, TripFileSour
 def _env_or(name: str, default: str) -> str | dg.EnvVar:
     """An ``EnvVar`` when the variable is set (the UI then shows where it comes from)."""
     return dg.EnvVar(name) if os.environ.get(name) else default
+
+
+def _env(name: str) -> dg.EnvVar | None:
+    """An ``EnvVar`` when set (the UI shows where the value comes from, and hides it)."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def gcp_resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    """``gcs`` and ``bigquery`` resources from the environment; unset settings stay unset.
+
+    Nothing is required here: a missing variable fails the first step that needs it, with
+    a message naming the variable, so a Postgres-only deployment does not need them.
+    """
+    project, location = _env("GCP_PROJECT_ID"), _env("GCP_LOCATION")
+    credentials = _env("GCP_CREDS")
+    job_timeout = os.environ.get(BIGQUERY_JOB_TIMEOUT)
+    waits = {"job_timeout_seconds": float(job_timeout)} if job_timeout else {}
+    return {
+        "gcs": TaxiGCSResource(
+            project=project,
+            location=location,
+            bucket_name=_env("GCP_BUCKET_NAME"),
+            gcp_credentials=credentials,
+            emulator_host=_env(STORAGE_EMULATOR_HOST),
+        ),
+        "bigquery": TaxiBigQueryResource(
+            project=project,
+            location=location,
+            dataset=_env("GCP_DATASET"),
+            gcp_credentials=credentials,
+            api_endpoint=_env(BIGQUERY_EMULATOR_HOST),
+            local_database=_env(LOCAL_BIGQUERY_DATABASE),
+            local_gcs_root=_env(LOCAL_GCS_ROOT),
+            **waits,
+        ),
+    }
 
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:

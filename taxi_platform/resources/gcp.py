@@ -17,7 +17,8 @@ zoomcamp flows (``GCP_PROJECT_ID``, ``GCP_LOCATION``, ``GCP_BUCKET_NAME``, ``GCP
 
 Local stand-ins (``taxi_platform/local/gcp_standins.py``) are configured here too: ``emulator_host``
 points the storage client at fake-gcs-server, ``local_database`` makes BigQuery a DuckDB
-file (``warehouse.py``). ``gcp_resources_from_env`` is the one place the variables are read.
+file (``lib/warehouse``). The variables are read in ``defs/resources.py``
+(``gcp_resources_from_env``), like every other setting.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -417,39 +417,3 @@ LOCAL_GCS_ROOT = "TAXI_LOCAL_GCS_ROOT"
 STORAGE_EMULATOR_HOST = "STORAGE_EMULATOR_HOST"
 BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"
 BIGQUERY_JOB_TIMEOUT = "TAXI_BIGQUERY_JOB_TIMEOUT_SECONDS"
-
-
-def _env(name: str) -> dg.EnvVar | None:
-    """An ``EnvVar`` when set (the UI shows where the value comes from, and hides it)."""
-    return dg.EnvVar(name) if os.environ.get(name) else None
-
-
-def gcp_resources_from_env() -> dict[str, dg.ConfigurableResource]:
-    """``gcs`` and ``bigquery`` resources from the environment; unset settings stay unset.
-
-    Nothing is required here: a missing variable fails the first step that needs it, with
-    a message naming the variable, so a Postgres-only deployment does not need them.
-    """
-    project, location = _env("GCP_PROJECT_ID"), _env("GCP_LOCATION")
-    credentials = _env("GCP_CREDS")
-    job_timeout = os.environ.get(BIGQUERY_JOB_TIMEOUT)
-    waits = {"job_timeout_seconds": float(job_timeout)} if job_timeout else {}
-    return {
-        "gcs": TaxiGCSResource(
-            project=project,
-            location=location,
-            bucket_name=_env("GCP_BUCKET_NAME"),
-            gcp_credentials=credentials,
-            emulator_host=_env(STORAGE_EMULATOR_HOST),
-        ),
-        "bigquery": TaxiBigQueryResource(
-            project=project,
-            location=location,
-            dataset=_env("GCP_DATASET"),
-            gcp_credentials=credentials,
-            api_endpoint=_env(BIGQUERY_EMULATOR_HOST),
-            local_database=_env(LOCAL_BIGQUERY_DATABASE),
-            local_gcs_root=_env(LOCAL_GCS_ROOT),
-            **waits,
-        ),
-    }

@@ -30,7 +30,7 @@ from taxi_platform.lib.asset_keys import (
     raw_asset_key,
 )
 from taxi_platform.lib.catalog import TAXIS, TaxiType
-from taxi_platform.lib.landing import LandedFile
+from taxi_platform.lib.landed_month import landed_month_or_fail
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
 from taxi_platform.lib.sql import bigquery as bq_sql
 from taxi_platform.lib.warehouse import (
@@ -170,12 +170,7 @@ def gcs_csv_asset(taxi: TaxiType) -> dg.AssetsDefinition:
         month = month_start(context.partition_key)
         describe = describe_month(taxi, context.partition_key)
         csv_path = landing.csv_path(taxi, month)
-        landed = LandedFile.read_sidecar(csv_path)
-        if landed is None:
-            raise dg.Failure(
-                description=f"{describe}: no landed file at {csv_path}; materialize "
-                f"{raw_asset_key(taxi).to_user_string()} for this month first"
-            )
+        landed = landed_month_or_fail(csv_path, taxi, describe)
         with gcp_step(describe):
             result = gcs.upload_file(csv_path, bq_sql.object_name(taxi, month))
         context.log.info(
