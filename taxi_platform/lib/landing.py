@@ -12,6 +12,7 @@ import json
 import os
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,12 +62,15 @@ def land_month(
     csv_path: Path,
     expected_header: tuple[str, ...],
     describe: str,
+    convert: Callable[..., _StreamStats] | None = None,
 ) -> LandedFile:
     """Download ``url`` into ``csv_path`` unless the same file is already there.
 
     ``describe`` names the file and partition in every error message. A landed file is
     reused when the source still announces the same ETag and size (a cheap HEAD), so the
-    re-run of a month does not download it again.
+    re-run of a month does not download it again. ``convert`` writes the CSV from the
+    downloaded bytes (``chunks, target, expected_header, describe``); gunzip by default,
+    a TLC Parquet month passes ``taxi_platform.lib.tlc_parquet.parquet_to_csv``.
     """
     started = time.monotonic()
     previous = LandedFile.read_sidecar(csv_path)
@@ -91,7 +95,7 @@ def land_month(
         csv_path.parent.mkdir(parents=True, exist_ok=True)
         partial = csv_path.with_name(f".{csv_path.name}.{os.getpid()}.partial")
         try:
-            stats = _gunzip_to(
+            stats = (convert or _gunzip_to)(
                 response.iter_content(CHUNK_BYTES), partial, expected_header, describe
             )
             if announced is not None and stats.gz_bytes != int(announced):
