@@ -214,7 +214,7 @@ def _external_table_as_view(statement: exp.Create, gcs_root: Path) -> str:
     uris = [literal.name for literal in options["uris"].expressions]
     skip_rows = int(options["skip_leading_rows"].name) if "skip_leading_rows" in options else 0
     # BigQuery's allow_jagged_rows: missing trailing columns are NULL.
-    jagged = "allow_jagged_rows" in options and options["allow_jagged_rows"].name.upper() == "TRUE"
+    jagged = "allow_jagged_rows" in options and options["allow_jagged_rows"].sql().upper() == "TRUE"
     schema = statement.this
     columns = []
     for column in schema.expressions:

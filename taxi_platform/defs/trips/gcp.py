@@ -267,7 +267,8 @@ def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
             project, dataset = bigquery.required_project, bigquery.required_dataset
             with bigquery.warehouse() as warehouse:
                 created = warehouse.run(bq_sql.create_final_table(taxi, project, dataset))
-                warehouse.run(bq_sql.add_optional_columns(taxi, project, dataset))
+                for statement in bq_sql.add_optional_columns(taxi, project, dataset):
+                    warehouse.run(statement)
                 merged = warehouse.run(bq_sql.merge_month(taxi, project, dataset, month))
                 month_rows = int(
                     warehouse.scalar(

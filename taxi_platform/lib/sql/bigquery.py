@@ -86,14 +86,15 @@ def create_final_table(taxi: TaxiType, project: str, dataset: str) -> str:
     )
 
 
-def add_optional_columns(taxi: TaxiType, project: str, dataset: str) -> str:
+def add_optional_columns(taxi: TaxiType, project: str, dataset: str) -> list[str]:
     """The optional trailing columns, added to a final table created before they existed
-    (NULL for the months it holds); nothing happens to a table that has them."""
-    additions = ",\n".join(
-        f"  ADD COLUMN IF NOT EXISTS {column.name} {column.bigquery_type}"
+    (NULL for the months it holds); nothing happens to a table that has them. One
+    statement per column, as the local stand-in takes them."""
+    return [
+        f"ALTER TABLE {_ref(project, dataset, final_table(taxi))} "
+        f"ADD COLUMN IF NOT EXISTS {column.name} {column.bigquery_type}"
         for column in taxi.optional_columns
-    )
-    return f"ALTER TABLE {_ref(project, dataset, final_table(taxi))}\n{additions}"
+    ]
 
 
 def create_external_table(
