@@ -11,6 +11,9 @@ import csv
 import gzip
 import io
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from datetime import date, datetime
 from pathlib import Path
@@ -34,6 +37,7 @@ from taxi_platform.tools.generate import write_month
 from taxi_platform.tools.generate_tlc import tlc_path, write_tlc_month
 from taxi_platform.tools.mirror import ReleaseMirror
 from taxi_platform_tests.run_results import failure_message, metadata
+from taxi_platform_tests.test_postgres_etl import ZOOMCAMP_ID
 
 APRIL_2020, JULY_2021, AUGUST_2021 = date(2020, 4, 1), date(2021, 7, 1), date(2021, 8, 1)
 MARCH_2023, FEBRUARY_2025 = date(2023, 3, 1), date(2025, 2, 1)
@@ -335,3 +339,58 @@ def test_the_release_sensor_starts_where_the_sources_end(mirror) -> None:
     assert release_sensor_start(source(mirror, "course"), now) == JULY_2021
     assert release_sensor_start(source(mirror, "course,tlc"), now) == date(2026, 8, 1)
     assert release_sensor_start(source(mirror, "tlc"), now) == date(2026, 8, 1)
+
+
+def test_the_cli_loads_a_tlc_month_with_course_ids_and_a_rerun_inserts_nothing(
+    mirror, mirror_folder: Path, database_url: str, tmp_path: Path
+) -> None:
+    """The issue's check, as a user types it: generate a TLC month, then
+    ``TAXI_SOURCES=tlc TAXI_TLC_URL=... dagster asset materialize ... --partition 2020-04-01``."""
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TAXI_", "DAGSTER_HOME"))}
+    env.update(
+        TAXI_SOURCES="tlc",
+        TAXI_TLC_URL=mirror.tlc_url,
+        TAXI_SOURCE_URL=mirror.base_url,
+        TAXI_DATABASE_URL=database_url,
+        TAXI_HOME=str(tmp_path / "home"),
+        DAGSTER_HOME=str(tmp_path / "dagster_home"),
+    )
+    (tmp_path / "dagster_home").mkdir()
+    generate = [str(bin_dir / "taxi-platform"), "generate", "--layout", "tlc", "--taxi", "green"]
+    generate += [
+        "--from",
+        "2020-04",
+        "--to",
+        "2020-04",
+        "--rows",
+        "700",
+        "--out",
+        str(mirror_folder),
+    ]
+    subprocess.run(generate, env=env, check=True, capture_output=True, timeout=120)
+    materialize = [
+        str(bin_dir / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "taxi_platform.definitions",
+    ]
+    materialize += ["--select", "*postgres/green_tripdata", "--partition", "2020-04-01"]
+
+    counts = []
+    for _ in range(2):
+        done = subprocess.run(materialize, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-4000:]
+        counts.append(rows_of(database_url, GREEN, "count(*)")[0][0])
+
+    assert (mirror_folder / tlc_path(GREEN, APRIL_2020)).exists()
+    assert counts == [700, 700]
+    zoomcamp_id = ZOOMCAMP_ID.format(pickup=GREEN.pickup_column, dropoff=GREEN.dropoff_column)
+    wrong = rows_of(database_url, GREEN, "count(*)", f"where unique_row_id <> {zoomcamp_id}")
+    assert wrong == [(0,)]
+    with psycopg.connect(database_url) as connection:
+        ledger = connection.execute(
+            "select rows_staged, rows_inserted from taxi_platform.loaded_files"
+        ).fetchall()
+    assert ledger == [(700, 700)]

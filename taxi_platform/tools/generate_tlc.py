@@ -27,8 +27,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from taxi_platform.lib.catalog import CODE, NUMBER, STAMP, TaxiType
-from taxi_platform.tools.generate import _replacing, iter_blocks
+from taxi_platform.lib.catalog import (
+    CODE,
+    FIRST_PUBLISHED_MONTH,
+    LAST_PUBLISHED_MONTH,
+    NUMBER,
+    STAMP,
+    TaxiType,
+)
+from taxi_platform.tools.generate import _replacing, iter_blocks, write_month
 
 TLC_FOLDER = "trip-data"
 ROW_GROUP_ROWS = 131_072
@@ -43,6 +50,14 @@ _WIDE_CODES = ("VendorID", "PULocationID", "DOLocationID")
 def tlc_path(taxi: TaxiType, month_start: date) -> str:
     """The month's path below a mirror folder, in the TLC's layout."""
     return f"{TLC_FOLDER}/{taxi.parquet_name(month_start)}"
+
+
+def writers_for(layout: str, month_start: date) -> list:
+    """The writers ``taxi-platform generate --layout`` runs for a month (see its help)."""
+    in_course = FIRST_PUBLISHED_MONTH <= month_start <= LAST_PUBLISHED_MONTH
+    course = layout in ("course", "both") or (layout == "auto" and in_course)
+    tlc = layout in ("tlc", "both") or (layout == "auto" and not in_course)
+    return [writer for writer, wanted in ((write_month, course), (write_tlc_month, tlc)) if wanted]
 
 
 def arrow_type(taxi: TaxiType, name: str, month_start: date) -> pa.DataType:
