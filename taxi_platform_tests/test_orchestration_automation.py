@@ -23,9 +23,34 @@ def definitions() -> dg.Definitions:
     return build_definitions()
 
 
-def evaluate_schedule(name: str, when: datetime, defs: dg.Definitions | None = None):
+# The months the schedule tests' ticks load, published by a mirror (a tick asks first).
+SCHEDULED_MONTHS = {
+    "green": (date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)),
+    "yellow": (date(2019, 12, 1),),
+}
+
+
+@pytest.fixture(scope="module")
+def schedule_source(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("scheduled")
+    for taxi in (GREEN, YELLOW):
+        for month in SCHEDULED_MONTHS[taxi.name]:
+            write_month(taxi, month, 5, folder)
+    with ReleaseMirror(folder) as mirror:
+        yield TripFileSource(
+            base_url=mirror.base_url, tlc_url=f"{mirror.base_url}/trip-data", max_attempts=1
+        )
+
+
+def evaluate_schedule(
+    name: str,
+    when: datetime,
+    defs: dg.Definitions | None = None,
+    trip_source: TripFileSource | None = None,
+):
     schedule = (defs or definitions()).resolve_schedule_def(name)
-    with dg.build_schedule_context(scheduled_execution_time=when) as context:
+    resources = {"trip_source": trip_source} if trip_source is not None else {}
+    with dg.build_schedule_context(scheduled_execution_time=when, resources=resources) as context:
         return schedule.evaluate_tick(context)
 
 
@@ -52,9 +77,15 @@ def test_schedules_fire_on_the_first_at_the_kestra_hours_in_new_york() -> None:
     assert [next(ticks).astimezone(timezone.utc).hour for _ in range(3)] == [14, 13, 13]
 
 
-def test_the_tick_of_the_first_loads_the_month_that_just_ended() -> None:
+def test_the_tick_of_the_first_loads_the_month_that_just_ended(
+    schedule_source: TripFileSource,
+) -> None:
     request = only_request(
-        evaluate_schedule("green_postgres_monthly", datetime(2019, 3, 1, 9, tzinfo=NEW_YORK))
+        evaluate_schedule(
+            "green_postgres_monthly",
+            datetime(2019, 3, 1, 9, tzinfo=NEW_YORK),
+            trip_source=schedule_source,
+        )
     )
 
     assert request.partition_key == "2019-02-01"
@@ -64,45 +95,61 @@ def test_the_tick_of_the_first_loads_the_month_that_just_ended() -> None:
     assert request.job_name == "green_postgres"
 
 
-def test_the_january_tick_loads_december_of_the_previous_year() -> None:
+def test_the_january_tick_loads_december_of_the_previous_year(
+    schedule_source: TripFileSource,
+) -> None:
     request = only_request(
-        evaluate_schedule("yellow_postgres_monthly", datetime(2020, 1, 1, 10, tzinfo=NEW_YORK))
+        evaluate_schedule(
+            "yellow_postgres_monthly",
+            datetime(2020, 1, 1, 10, tzinfo=NEW_YORK),
+            trip_source=schedule_source,
+        )
     )
 
     assert request.partition_key == "2019-12-01"
     assert request.tags == {**request.tags, "taxi": "yellow", "file": "yellow_tripdata_2019-12.csv"}
 
 
-def test_the_month_comes_from_the_date_in_the_schedules_time_zone_not_utc() -> None:
+def test_the_month_comes_from_the_date_in_the_schedules_time_zone_not_utc(
+    schedule_source: TripFileSource,
+) -> None:
     # 1 March 02:00 UTC is still 28 February in New York: the month before is January.
     request = only_request(
-        evaluate_schedule("green_postgres_monthly", datetime(2019, 3, 1, 2, 0, tzinfo=timezone.utc))
+        evaluate_schedule(
+            "green_postgres_monthly",
+            datetime(2019, 3, 1, 2, 0, tzinfo=timezone.utc),
+            trip_source=schedule_source,
+        )
     )
 
     assert request.partition_key == "2019-01-01"
 
 
-def test_the_time_zone_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_time_zone_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, schedule_source: TripFileSource
+) -> None:
     monkeypatch.setenv("TAXI_SCHEDULE_TIMEZONE", "Europe/Berlin")
     defs = definitions()
     schedule = defs.resolve_schedule_def("green_postgres_monthly")
     # 1 April 2019 00:30 in Berlin is 31 March 22:30 UTC: April already, locally.
     berlin_tick = datetime(2019, 4, 1, 9, tzinfo=ZoneInfo("Europe/Berlin"))
 
-    request = only_request(evaluate_schedule("green_postgres_monthly", berlin_tick, defs))
+    request = only_request(
+        evaluate_schedule("green_postgres_monthly", berlin_tick, defs, schedule_source)
+    )
 
     assert schedule.execution_timezone == "Europe/Berlin"
     assert request.partition_key == "2019-03-01"
 
 
 def test_a_time_zone_whose_tick_precedes_the_utc_month_end_skips_with_a_reason(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, schedule_source: TripFileSource
 ) -> None:
     monkeypatch.setenv("TAXI_SCHEDULE_TIMEZONE", "Pacific/Auckland")
     defs = definitions()
     tick = datetime(2019, 3, 1, 9, tzinfo=ZoneInfo("Pacific/Auckland"))
 
-    result = evaluate_schedule("green_postgres_monthly", tick, defs)
+    result = evaluate_schedule("green_postgres_monthly", tick, defs, schedule_source)
 
     assert not result.run_requests
     assert "not over in UTC" in result.skip_message

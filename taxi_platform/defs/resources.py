@@ -28,7 +28,13 @@ from taxi_platform.resources.gcp import (
 )
 from taxi_platform.resources.landing import LandingArea
 from taxi_platform.resources.postgres import PostgresResource
-from taxi_platform.resources.trip_source import DEFAULT_SOURCE_URL, TripFileSource
+from taxi_platform.resources.trip_source import (
+    DEFAULT_SOURCE_URL,
+    DEFAULT_SOURCES,
+    DEFAULT_TLC_URL,
+    TripFileSource,
+    parse_sources,
+)
 
 
 def _env_or(name: str, default: str) -> str | dg.EnvVar:
@@ -74,7 +80,7 @@ def gcp_resources_from_env() -> dict[str, dg.ConfigurableResource]:
 
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
-        "trip_source": TripFileSource(base_url=_env_or("TAXI_SOURCE_URL", DEFAULT_SOURCE_URL)),
+        "trip_source": trip_source(),
         "landing": LandingArea(
             root=str(Path(taxi_home()) / "landing"),
             retention=_env_or("TAXI_LANDING_RETENTION", "delete"),
@@ -84,6 +90,18 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         ),
         **gcp_resources_from_env(),
     }
+
+
+def trip_source() -> TripFileSource:
+    """``TAXI_SOURCE_URL`` (course releases), ``TAXI_TLC_URL`` (the TLC's Parquet files) and
+    ``TAXI_SOURCES`` (``course,tlc`` by default, ``tlc`` or ``course``): where months come
+    from. A wrong ``TAXI_SOURCES`` fails here, when the definitions load."""
+    parse_sources(os.environ.get("TAXI_SOURCES") or DEFAULT_SOURCES)
+    return TripFileSource(
+        base_url=_env_or("TAXI_SOURCE_URL", DEFAULT_SOURCE_URL),
+        tlc_url=_env_or("TAXI_TLC_URL", DEFAULT_TLC_URL),
+        sources=_env_or("TAXI_SOURCES", DEFAULT_SOURCES),
+    )
 
 
 DEFAULT_TIMEZONE = "America/New_York"

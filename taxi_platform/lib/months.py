@@ -59,3 +59,9 @@ def months_between(first: date, last: date) -> list[date]:
         months.append(current)
         current = next_month(current)
     return months
+
+
+def months_before(month: date, count: int) -> date:
+    """The month ``count`` months before ``month``."""
+    index = month.year * 12 + month.month - 1 - count
+    return date(index // 12, index % 12 + 1, 1)

@@ -386,6 +386,7 @@ def platform_stack(
             mirror = start_http_folder(mirror_folder, mirror_port, root)
             cleanup.callback(mirror.stop)
             env["TAXI_SOURCE_URL"] = f"http://127.0.0.1:{mirror_port}"
+            env["TAXI_TLC_URL"] = f"http://127.0.0.1:{mirror_port}/trip-data"
         if taxi_database_url is not None:
             env["TAXI_DATABASE_URL"] = taxi_database_url
         storage_url = cleanup.enter_context(fresh_database(postgres_server))

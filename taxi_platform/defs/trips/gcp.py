@@ -329,6 +329,8 @@ def final_asset(taxi: TaxiType) -> dg.AssetsDefinition:
             month_ref = bq_sql.count_rows(project, dataset, bq_sql.month_table(taxi, month))
             with bigquery.warehouse(on_retry=context.log.warning) as warehouse:
                 created = warehouse.run(bq_sql.create_final_table(taxi, project, dataset), labels)
+                for statement in bq_sql.add_optional_columns(taxi, project, dataset):
+                    warehouse.run(statement, labels)
                 merged = warehouse.run(bq_sql.merge_month(taxi, project, dataset, month), labels)
                 month_rows = int(warehouse.scalar(month_ref, labels))
                 count_all = bq_sql.count_rows(project, dataset, taxi.table)

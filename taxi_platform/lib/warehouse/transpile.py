@@ -63,6 +63,8 @@ def _external_table_as_view(statement: exp.Create, gcs_root: Path) -> str:
         raise ValueError("the local stand-in reads CSV external tables only")
     uris = [literal.name for literal in options["uris"].expressions]
     skip_rows = int(options["skip_leading_rows"].name) if "skip_leading_rows" in options else 0
+    # BigQuery's allow_jagged_rows: missing trailing columns are NULL.
+    jagged = "allow_jagged_rows" in options and options["allow_jagged_rows"].sql().upper() == "TRUE"
     schema = statement.this
     columns = []
     for column in schema.expressions:
@@ -75,7 +77,7 @@ def _external_table_as_view(statement: exp.Create, gcs_root: Path) -> str:
     return (
         f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_csv([{', '.join(paths)}], "
         f"header = false, skip = {skip_rows}, auto_detect = false, delim = ',', quote = '\"', "
-        f"columns = {{{', '.join(columns)}}})"
+        f"null_padding = {'true' if jagged else 'false'}, columns = {{{', '.join(columns)}}})"
     )
 
 
