@@ -20,6 +20,7 @@ from taxi_platform.lib.asset_keys import (
     bigquery_asset_key,
     external_asset_key,
     gcs_asset_key,
+    layer_group,
     month_asset_key,
     raw_asset_key,
 )
@@ -119,13 +120,12 @@ def gcp_setup_assets() -> list[dg.AssetsDefinition]:
 
 def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
     """The four monthly assets of one taxi type's Google Cloud path."""
-    group = f"{taxi.name}_trips"
 
     @dg.asset(
         key=gcs_asset_key(taxi),
         deps=[raw_asset_key(taxi), BUCKET_ASSET_KEY],
         partitions_def=MONTHLY_PARTITIONS,
-        group_name=group,
+        group_name=layer_group(taxi, "gcs"),
         kinds={"gcs"},
         tags={"taxi": taxi.name},
         description=(
@@ -169,7 +169,7 @@ def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         key=external_asset_key(taxi),
         deps=[gcs_csv, DATASET_ASSET_KEY],
         partitions_def=MONTHLY_PARTITIONS,
-        group_name=group,
+        group_name=layer_group(taxi, "bigquery"),
         kinds={"bigquery"},
         tags={"taxi": taxi.name},
         description=(
@@ -206,7 +206,7 @@ def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         key=month_asset_key(taxi),
         deps=[external],
         partitions_def=MONTHLY_PARTITIONS,
-        group_name=group,
+        group_name=layer_group(taxi, "bigquery"),
         kinds={"bigquery"},
         tags={"taxi": taxi.name},
         description=(
@@ -250,7 +250,7 @@ def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         key=bigquery_asset_key(taxi),
         deps=[month_table],
         partitions_def=MONTHLY_PARTITIONS,
-        group_name=group,
+        group_name=layer_group(taxi, "bigquery"),
         kinds={"bigquery"},
         tags={"taxi": taxi.name},
         description=(

@@ -3,7 +3,12 @@
 import dagster as dg
 
 from taxi_platform.defs.trips.raw import build_raw_asset, describe_month
-from taxi_platform.lib.asset_keys import final_asset_key, raw_asset_key, staging_asset_key
+from taxi_platform.lib.asset_keys import (
+    final_asset_key,
+    layer_group,
+    raw_asset_key,
+    staging_asset_key,
+)
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import LandedFile
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
@@ -26,7 +31,7 @@ def build_postgres_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         key=staging_asset_key(taxi),
         deps=[raw_asset_key(taxi)],
         partitions_def=MONTHLY_PARTITIONS,
-        group_name=f"{taxi.name}_trips",
+        group_name=layer_group(taxi, "postgres"),
         kinds={"postgres"},
         pool=DATABASE_POOL,
         tags={"taxi": taxi.name},
@@ -82,7 +87,7 @@ def build_postgres_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         key=final_asset_key(taxi),
         deps=[staging],
         partitions_def=MONTHLY_PARTITIONS,
-        group_name=f"{taxi.name}_trips",
+        group_name=layer_group(taxi, "postgres"),
         kinds={"postgres"},
         pool=DATABASE_POOL,
         tags={"taxi": taxi.name},
