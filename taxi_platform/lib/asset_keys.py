@@ -48,3 +48,14 @@ def summary_asset_key(taxi: TaxiType) -> dg.AssetKey:
 def landed_file_readers(taxi: TaxiType) -> tuple[dg.AssetKey, ...]:
     """The assets that read the landed CSV itself (everything else reads a table)."""
     return (staging_asset_key(taxi), gcs_asset_key(taxi))
+
+
+def layer_group(taxi: TaxiType, layer: str) -> str:
+    """The asset group of one taxi type's layer: ``green_trips/postgres``.
+
+    The graph labels a node with the last part of its key only, so ``postgres/green_tripdata``
+    and ``bigquery/green_tripdata`` (or the landed and the uploaded ``green_tripdata_csv``)
+    would read the same; Dagster draws each sub-group (``/`` in a group name) as a box named
+    after the layer, inside the taxi type's ``green_trips`` box. Keys are left as they are.
+    """
+    return f"{taxi.name}_trips/{layer}"

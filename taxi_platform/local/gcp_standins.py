@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -63,8 +64,9 @@ def _is_fake_gcs(pid: int) -> bool:
     return b"fake-gcs-server" in cmdline
 
 
-def start_fake_gcs(state_dir: Path, location: str = LOCAL_LOCATION) -> str:
+def start_fake_gcs(state_dir: Path | str, location: str = LOCAL_LOCATION) -> str:
     """Start (or find running) fake-gcs-server for ``state_dir``; returns its URL."""
+    state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     state_file = state_dir / STATE_FILE
     if state_file.exists():
@@ -117,14 +119,19 @@ def start_fake_gcs(state_dir: Path, location: str = LOCAL_LOCATION) -> str:
     return url
 
 
-def stop_local_gcp(state_dir: Path, timeout_seconds: float = 10.0) -> None:
-    """Stop the fake-gcs-server started for ``state_dir`` (its files stay)."""
-    state_file = state_dir / STATE_FILE
+def stop_local_gcp(state_dir: Path | str, timeout_seconds: float = 10.0) -> None:
+    """Stop the fake-gcs-server started for ``state_dir`` (its files stay).
+
+    SIGTERM first; a server still there after ``timeout_seconds`` is killed.
+    """
+    state_file = Path(state_dir) / STATE_FILE
     if not state_file.exists():
         return
     pid = json.loads(state_file.read_text())["pid"]
-    if _is_fake_gcs(pid):
-        os.kill(pid, 15)
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        if not _is_fake_gcs(pid):
+            break
+        os.kill(pid, signum)
         deadline = time.monotonic() + timeout_seconds
         while _is_fake_gcs(pid) and time.monotonic() < deadline:
             try:
@@ -137,12 +144,13 @@ def stop_local_gcp(state_dir: Path, timeout_seconds: float = 10.0) -> None:
     state_file.unlink(missing_ok=True)
 
 
-def start_local_gcp(state_dir: Path) -> dict[str, str]:
+def start_local_gcp(state_dir: Path | str) -> dict[str, str]:
     """Start the stand-ins and return the variables that point the platform at them.
 
     Bucket, dataset and location keep the values the environment already gives
     (``GCP_BUCKET_NAME``, ``GCP_DATASET``, ``GCP_LOCATION``); the project is ``taxi-local``.
     """
+    state_dir = Path(state_dir)
     location = os.environ.get("GCP_LOCATION") or LOCAL_LOCATION
     url = start_fake_gcs(state_dir, location)
     return {

@@ -159,7 +159,7 @@ class WebserverClient:
         return body["data"]
 
     def ui_link(self, backfill_id: str) -> str:
-        return f"{self.url}/runs/b/{backfill_id}?tab=partitions"
+        return f"{self.url}/runs/b/{backfill_id}"  # the Overview tab (Overview/Runs/Timeline)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,14 @@ import argparse
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from taxi_platform.lib.catalog import TAXIS
 from taxi_platform.lib.months import months_between, parse_month
 from taxi_platform.local.embedded_postgres import DAGSTER_DATABASE, embedded_server, taxi_home
 from taxi_platform.tools.backfill import add_backfill_command
+from taxi_platform.tools.supervisor import read_state, runs, stop_running_platform, supervise
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,53 +32,99 @@ def _dagster_home() -> Path:
     return home
 
 
-def prepare_environment() -> dict[str, str]:
+def prepare_environment(stops: list[tuple[str, Callable[[], None]]]) -> dict[str, str]:
     """The variables every Dagster process of a local platform needs.
 
     Starts the embedded Postgres unless both the taxi database and Dagster's storage
-    are configured elsewhere. The URLs with their passwords stay in the environment of
-    the child processes; they are never printed.
+    are configured elsewhere, and adds its stop to ``stops``. The URLs with their
+    passwords stay in the environment of the child processes; they are never printed.
     """
     env = dict(os.environ)
     if not (env.get("TAXI_DATABASE_URL") and env.get("DAGSTER_POSTGRES_URL")):
         server = embedded_server().start()
         for note in server.notes:
             print(f"embedded Postgres: {note}")
+        stops.append(("embedded Postgres", server.stop))
         print(f"embedded Postgres 18 running on 127.0.0.1:{server.port}, data in {server.data_dir}")
         env.setdefault("DAGSTER_POSTGRES_URL", server.url(DAGSTER_DATABASE))
     env["DAGSTER_HOME"] = str(_dagster_home())
     return env
 
 
-def command_up(args: argparse.Namespace) -> int:
-    env = prepare_environment()
-    if not env.get("GCP_PROJECT_ID") and not args.no_local_gcp:
-        from taxi_platform.local.gcp_standins import start_local_gcp
+def _start_local_gcp(env: dict[str, str], stops: list[tuple[str, Callable[[], None]]]) -> None:
+    from taxi_platform.local.gcp_standins import start_local_gcp, stop_local_gcp
 
-        env.update(start_local_gcp(taxi_home() / "local_gcp"))
+    state_dir = taxi_home() / "local_gcp"
+    env.update(start_local_gcp(state_dir))
+    stops.append(("fake-gcs-server", lambda: stop_local_gcp(state_dir)))
+    print(
+        "no GCP_PROJECT_ID: the Google Cloud assets use local stand-ins "
+        f"(fake-gcs-server at {env.get('STORAGE_EMULATOR_HOST')}, BigQuery SQL on DuckDB)"
+    )
+
+
+def _stop_all(stops: list[tuple[str, Callable[[], None]]]) -> list[str]:
+    """Run every stop, the last started first; one failing does not skip the others."""
+    stopped = []
+    for name, stop in reversed(stops):
+        try:
+            stop()
+            stopped.append(name)
+        except Exception as error:  # reported, and the remaining servers still stop
+            stopped.append(f"{name} (failed to stop: {error})")
+    return stopped
+
+
+def command_up(args: argparse.Namespace) -> int:
+    running = read_state()
+    if running is not None and runs(running.supervisor_pid, b"taxi-platform"):
         print(
-            "no GCP_PROJECT_ID: the Google Cloud assets use local stand-ins "
-            f"(fake-gcs-server at {env.get('STORAGE_EMULATOR_HOST')}, BigQuery SQL on DuckDB)"
+            f"the platform already runs (pid {running.supervisor_pid}); stop it with "
+            "`taxi-platform down`",
+            file=sys.stderr,
         )
+        return 1
+    stops: list[tuple[str, Callable[[], None]]] = []
+    try:
+        env = prepare_environment(stops)
+        if not env.get("GCP_PROJECT_ID") and not args.no_local_gcp:
+            _start_local_gcp(env, stops)
+    except BaseException:
+        _stop_all(stops)
+        raise
     print(
         f"Dagster UI and daemon starting; the UI listens on {args.host} only: "
-        f"http://{args.host}:{args.port}"
+        f"http://{args.host}:{args.port}  (Ctrl-C stops everything)"
     )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print("warning: the Dagster UI has no login; keep it behind the proxy (see README)")
-    # `dg dev` finds the project (pyproject.toml's [tool.dg]) from the working directory
-    # and runs the webserver and the daemon in this virtual environment.
+    # `dg dev` runs the webserver and the daemon in this virtual environment. Given the
+    # workspace file, it runs where it is started: in DAGSTER_HOME, so Dagster finds the
+    # instance's dagster.yaml there and no second one beside it (the repository's, of
+    # which DAGSTER_HOME holds a copy) to warn about.
     command = [
         str(Path(sys.executable).with_name("dg")),
         "dev",
+        "--workspace",
+        str(PROJECT_ROOT / "workspace.yaml"),
         "--host",
         args.host,
         "--port",
         str(args.port),
     ]
     env["VIRTUAL_ENV"] = sys.prefix
-    os.chdir(PROJECT_ROOT)
-    os.execve(command[0], command, env)
+    return supervise(command, env, Path(env["DAGSTER_HOME"]), lambda: _stop_all(stops))
+
+
+def command_down(args: argparse.Namespace) -> int:
+    """Stop a platform left running: its ``up``, Dagster, the embedded Postgres, the stand-ins."""
+    from taxi_platform.local.gcp_standins import stop_local_gcp
+
+    stopped = stop_running_platform()
+    stop_local_gcp(taxi_home() / "local_gcp")
+    if not (os.environ.get("TAXI_DATABASE_URL") and os.environ.get("DAGSTER_POSTGRES_URL")):
+        embedded_server().stop()
+    print(f"stopped: {', '.join([*stopped, 'embedded Postgres', 'fake-gcs-server'])}")
     return 0
 
 
@@ -150,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="without GCP_PROJECT_ID, do not start the local Google Cloud stand-ins",
     )
     up.set_defaults(handler=command_up)
+
+    down = commands.add_parser(
+        "down", help="stop a platform left running (Dagster, embedded Postgres, stand-ins)"
+    )
+    down.set_defaults(handler=command_down)
 
     db = commands.add_parser("db", help="manage the embedded Postgres")
     db.add_argument("action", choices=["start", "stop", "url"])

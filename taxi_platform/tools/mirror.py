@@ -23,6 +23,7 @@ import email.utils
 import logging
 import os
 import re
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -257,6 +258,14 @@ class _MirrorServer(ThreadingHTTPServer):
     daemon_threads = True
     mirror: ReleaseMirror
 
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
+        """A client that hangs up (a cancelled download, a reset while its request is read)
+        is no fault of the mirror: no traceback on the terminal for it."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            logger.debug("client %s hung up", client_address[0])
+            return
+        super().handle_error(request, client_address)
+
 
 class _MirrorRequestHandler(BaseHTTPRequestHandler):
     # HTTP/1.1 keeps connections alive between requests of one client session, like
@@ -273,7 +282,7 @@ class _MirrorRequestHandler(BaseHTTPRequestHandler):
     def _answer(self, method: str) -> None:
         try:
             self.server.mirror.handle_request(self, method)
-        except (BrokenPipeError, ConnectionResetError):
+        except ConnectionError:
             # The client went away mid-answer (a cancelled or timed-out download).
             self.close_connection = True
 

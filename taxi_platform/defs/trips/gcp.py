@@ -26,6 +26,7 @@ from taxi_platform.lib.asset_keys import (
     bigquery_asset_key,
     external_asset_key,
     gcs_asset_key,
+    layer_group,
     month_asset_key,
     raw_asset_key,
 )
@@ -147,7 +148,7 @@ def _monthly(taxi: TaxiType, key: dg.AssetKey, deps: list, kind: str, descriptio
         key=key,
         deps=deps,
         partitions_def=MONTHLY_PARTITIONS,
-        group_name=f"{taxi.name}_trips",
+        group_name=layer_group(taxi, kind),
         kinds={kind},
         tags={"taxi": taxi.name},
         description=description,

@@ -4,7 +4,12 @@ import dagster as dg
 
 from taxi_platform.defs.trips.raw import build_raw_asset, describe_month
 from taxi_platform.defs.trips.retention import release_landed_file
-from taxi_platform.lib.asset_keys import final_asset_key, raw_asset_key, staging_asset_key
+from taxi_platform.lib.asset_keys import (
+    final_asset_key,
+    layer_group,
+    raw_asset_key,
+    staging_asset_key,
+)
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landed_month import landed_month_or_fail
 from taxi_platform.lib.landing import LandedFile
@@ -50,7 +55,7 @@ def _database_asset(taxi: TaxiType, **kwargs) -> dict:
     """What every Postgres asset of a taxi type declares alike."""
     return dict(
         partitions_def=MONTHLY_PARTITIONS,
-        group_name=f"{taxi.name}_trips",
+        group_name=layer_group(taxi, "postgres"),
         kinds={"postgres"},
         pool=DATABASE_POOL,
         tags={"taxi": taxi.name},

@@ -9,7 +9,7 @@ from datetime import date
 
 import dagster as dg
 
-from taxi_platform.lib.asset_keys import raw_asset_key
+from taxi_platform.lib.asset_keys import layer_group, raw_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import (
     BadTripFile,
@@ -49,7 +49,7 @@ def build_raw_asset(taxi: TaxiType) -> dg.AssetsDefinition:
     @dg.asset(
         key=raw_asset_key(taxi),
         partitions_def=MONTHLY_PARTITIONS,
-        group_name=f"{taxi.name}_trips",
+        group_name=layer_group(taxi, "raw"),
         kinds={"csv"},
         retry_policy=DOWNLOAD_RETRY_POLICY,
         tags={"taxi": taxi.name},
