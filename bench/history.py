@@ -119,12 +119,12 @@ def _measure(
         _load_through_platform(options, work, taxi_url, dagster_url, results, json_path)
         results["table_rows"], results["table_bytes"] = _final_tables(taxi_url, options.taxis)
         results["dagster_storage_bytes"] = _database_bytes(server, DAGSTER_DATABASE)
-        if options.with_zoomcamp:
+        if options.with_zoomcamp and not results.get("interrupted"):
             results["zoomcamp"] = _zoomcamp_pass(options, server, work)
     finally:
         drop_database(server, TAXI_DATABASE)
         drop_database(server, DAGSTER_DATABASE)
-    results["status"] = "finished"
+    results["status"] = "interrupted" if results.get("interrupted") else "finished"
     results["machine"]["load_average_at_end"] = os.getloadavg()
     history_report.summarize(results)
     _write(results, json_path)
@@ -200,6 +200,7 @@ def _load_through_platform(
             launched_at = run_backfill(watch, options.taxi_option, first, last, progress)
             runs = watch.month_runs()
         results["launched_at"] = launched_at
+        results["interrupted"] = watch.interrupted
         results["command_seconds"] = round(watch.command_seconds, 3)
         results["backfill_exit_code"] = watch.exit_code
         results["backfills"] = {backfill: taxi.name for backfill, taxi in watch.backfills.items()}

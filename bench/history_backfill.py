@@ -34,6 +34,7 @@ class BackfillWatch:
     finished_runs: dict[str, MonthRun] = field(default_factory=dict)  # run id -> run
     exit_code: int | None = None
     command_seconds: float | None = None
+    interrupted: bool = False
 
     @property
     def client(self) -> WebserverClient:
@@ -113,13 +114,20 @@ def run_backfill(
     reader = threading.Thread(target=watch._echo, args=(process.stdout,), daemon=True)
     reader.start()
     next_progress = time.monotonic() + progress_seconds
-    while process.poll() is None:
-        for service in watch.stack.processes:
-            service.check_alive()
-        if time.monotonic() >= next_progress:
-            on_progress(watch.month_runs())
-            next_progress = time.monotonic() + progress_seconds
-        time.sleep(1.0)
+    try:
+        while process.poll() is None:
+            for service in watch.stack.processes:
+                service.check_alive()
+            if time.monotonic() >= next_progress:
+                on_progress(watch.month_runs())
+                next_progress = time.monotonic() + progress_seconds
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        # Stopped early (Ctrl-C, or SIGINT from whoever started it): the months finished
+        # so far are still read back and reported, marked as an interrupted history.
+        watch.interrupted = True
+        process.terminate()
+        process.wait(timeout=30)
     reader.join(timeout=10)
     watch.exit_code = process.returncode
     watch.command_seconds = time.time() - started_at
