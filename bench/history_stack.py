@@ -20,6 +20,7 @@ import requests
 from psycopg import sql
 
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
+from taxi_platform.tools.cli import LAUNCH_TIMEOUT_SECONDS
 from taxi_platform_tests.conftest import free_port
 from taxi_platform_tests.stack import (
     BIN_DIR,
@@ -59,6 +60,9 @@ def history_stack(
         "TAXI_SOURCE_URL": f"http://127.0.0.1:{mirror_port}",
         "TAXI_LANDING_RETENTION": "delete",  # the default a user has
         "DAGSTER_DISABLE_TELEMETRY": "1",
+        # As docker-compose.yaml and `taxi-platform up` set it (a run's launch may take
+        # longer than Dagster's default 60 s on a busy machine).
+        "DAGSTER_GRPC_TIMEOUT_SECONDS": LAUNCH_TIMEOUT_SECONDS,
     }
     with contextlib.ExitStack() as cleanup:
         stack = cleanup.enter_context(dagster_stack(root, env))
