@@ -68,6 +68,7 @@ class HistoryOptions:
     json_path: Path | None = None
     with_zoomcamp: bool = False
     zoomcamp_scale: float = 0.1
+    overlap: bool = False
     work_dir: Path | None = None
     keep_work: bool = False
     command: str = ""
@@ -109,7 +110,9 @@ def _measure(
     options: HistoryOptions, server: EmbeddedPostgres, work: Path, stamp: str, json_path: Path
 ) -> dict:
     log = options.log
-    planned = planned_months(options.taxis, options.first, options.last, options.scale)
+    planned = planned_months(
+        options.taxis, options.first, options.last, options.scale, options.overlap
+    )
     log(f"generating {len(planned)} months, {sum(m.rows for m in planned):,} rows")
     generation_seconds = generate(planned, work / "mirror", log)
     results = _skeleton(options, server, stamp, planned, generation_seconds)
@@ -153,6 +156,7 @@ def _skeleton(
             "scale": options.scale,
             "with_zoomcamp": options.with_zoomcamp,
             "zoomcamp_scale": options.zoomcamp_scale if options.with_zoomcamp else None,
+            "overlap": options.overlap,
         },
         "machine": {
             "cpus": os.cpu_count(),
@@ -234,7 +238,9 @@ def _database_bytes(server: EmbeddedPostgres, name: str) -> int:
 def _zoomcamp_pass(options: HistoryOptions, server: EmbeddedPostgres, work: Path) -> dict:
     """The same months through the flow's statements, as run, at the zoomcamp scale."""
     log = options.log
-    planned = planned_months(options.taxis, options.first, options.last, options.zoomcamp_scale)
+    planned = planned_months(
+        options.taxis, options.first, options.last, options.zoomcamp_scale, options.overlap
+    )
     mirror = work / f"mirror_x{options.zoomcamp_scale:g}"
     if options.zoomcamp_scale == options.scale:
         mirror = work / "mirror"
@@ -281,6 +287,11 @@ def parse_args(argv: list[str] | None = None) -> HistoryOptions:
     )
     parser.add_argument("--zoomcamp-scale", type=float, default=0.1)
     parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="generate every month over the first month's days (files whose pickups meet)",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         default=None,
@@ -301,6 +312,7 @@ def parse_args(argv: list[str] | None = None) -> HistoryOptions:
         json_path=args.json_path,
         with_zoomcamp=args.with_zoomcamp,
         zoomcamp_scale=args.zoomcamp_scale,
+        overlap=args.overlap,
         work_dir=args.work_dir,
         command=" ".join(
             [".venv/bin/python -m bench.history", *(shlex.quote(a) for a in (argv or sys.argv[1:]))]

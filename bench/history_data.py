@@ -6,11 +6,19 @@ pickups and duplicate rows included) into a release mirror folder. A manifest be
 files records what was generated, so a second run over the same ``--work-dir`` reuses
 months already written with the same row count instead of generating 133M rows again
 (the generator's output depends only on its arguments).
+
+``overlap=True`` is the case where files' pickups meet: every month's file is generated over
+the first month's days (each with a seed of its own, so its rows are its own), as a
+re-published month or a user's own extra file would be. Real files overlap only at their
+edges; this is where an id check whose cost grows with the rows already at those pickup
+times would show.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,14 +38,21 @@ class PlannedMonth:
     taxi: TaxiType
     month_start: date
     rows: int
+    pickup_month: date | None = None  # None: the month's own days
+    seed: int = 0
 
     @property
     def key(self) -> str:
         return self.taxi.release_path(self.month_start)
 
+    @property
+    def manifest_entry(self) -> list:
+        pickups = self.pickup_month or self.month_start
+        return [self.rows, f"{pickups:%Y-%m}", self.seed]
+
 
 def planned_months(
-    taxis: list[TaxiType], first: date, last: date, scale: float
+    taxis: list[TaxiType], first: date, last: date, scale: float, overlap: bool = False
 ) -> list[PlannedMonth]:
     """Every month of every taxi type, at its real size times ``scale``."""
     planned = []
@@ -51,7 +66,11 @@ def planned_months(
                     f"{min(real_counts)} to {max(real_counts)}"
                 )
             rows = max(1, round(real_counts[label] * scale))
-            planned.append(PlannedMonth(taxi, month_start, rows))
+            if overlap:
+                seed = len(planned) + 1
+                planned.append(PlannedMonth(taxi, month_start, rows, first, seed))
+            else:
+                planned.append(PlannedMonth(taxi, month_start, rows))
     return planned
 
 
@@ -63,14 +82,36 @@ def generate(planned: list[PlannedMonth], mirror_folder: Path, log: Callable[[st
     started = time.perf_counter()
     write_zone_lookup(mirror_folder)
     for month in planned:
-        if manifest.get(month.key) == month.rows and (mirror_folder / month.key).exists():
+        if (
+            _already_generated(manifest.get(month.key), month)
+            and (mirror_folder / month.key).exists()
+        ):
             continue
         month_started = time.perf_counter()
-        write_month(month.taxi, month.month_start, month.rows, mirror_folder)
-        manifest[month.key] = month.rows
+        _write(month, mirror_folder)
+        manifest[month.key] = month.manifest_entry
         manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
         log(
             f"  generated {month.key}: {month.rows:,} rows in "
             f"{time.perf_counter() - month_started:.1f} s"
         )
     return time.perf_counter() - started
+
+
+def _already_generated(entry: object, month: PlannedMonth) -> bool:
+    # A bare row count is what a month over its own days was recorded as at first.
+    return entry == month.manifest_entry or (
+        entry == month.rows and month.pickup_month is None and month.seed == 0
+    )
+
+
+def _write(month: PlannedMonth, mirror_folder: Path) -> None:
+    """The generator's file, moved to the month's release path if its pickups are another's."""
+    if month.pickup_month is None:
+        write_month(month.taxi, month.month_start, month.rows, mirror_folder, month.seed)
+        return
+    with tempfile.TemporaryDirectory(dir=mirror_folder, prefix=".overlap-") as scratch:
+        written = write_month(month.taxi, month.pickup_month, month.rows, Path(scratch), month.seed)
+        target = mirror_folder / month.key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(written, target)
