@@ -197,6 +197,7 @@ def _load_through_platform(
             def progress(runs: list[MonthRun]) -> None:
                 results["months"] = [run.as_json() for run in runs]
                 results["landing_peak_bytes"] = sampler.landing_peak_bytes
+                results["launched_at"] = watch.launched_at
                 _write(results, json_path)
                 options.log(f"  progress: {len(runs)} months finished, partial JSON written")
 

@@ -35,6 +35,7 @@ class BackfillWatch:
     exit_code: int | None = None
     command_seconds: float | None = None
     interrupted: bool = False
+    launched_at: float | None = None  # epoch seconds
 
     @property
     def client(self) -> WebserverClient:
@@ -102,7 +103,7 @@ def run_backfill(
         watch.stack.webserver_url,
     ]
     watch.log("$ " + " ".join(command))
-    started_at = time.time()
+    started_at = watch.launched_at = time.time()
     process = subprocess.Popen(
         command,
         env=watch.stack.process_env,

@@ -40,7 +40,13 @@ def flatness(months: list[dict], taxi: str) -> dict:
 
 def summarize(results: dict) -> None:
     """Fill in the totals and the targets from the months and the measured sizes."""
-    months = results["months"]
+    # A failed month inserted nothing (its merge rolled back): it counts for no total.
+    months = [month for month in results["months"] if month["status"] == "SUCCESS"]
+    results["failed_months"] = [
+        f"{month['taxi']} {month['month']}"
+        for month in results["months"]
+        if month["status"] != "SUCCESS"
+    ]
     total_rows = sum(month["rows"] for month in months)
     # From the launch of the backfills to the end of the last run: what a user waits for.
     ends = [month["ended_at"] for month in months if month.get("ended_at")]
@@ -111,6 +117,8 @@ def format_history(results: dict) -> str:
             f"zoomcamp as run (scale {zoomcamp['scale']:g}): {zoomcamp['wall_seconds']:,.1f} s "
             f"for {len(zoomcamp['months'])} months"
         )
+    if results.get("failed_months"):
+        lines.append(f"failed months (not counted): {', '.join(results['failed_months'])}")
     lines += ["", "## targets"]
     for name, target in (results.get("targets") or {}).items():
         verdict = {True: "met", False: "NOT met", None: "n/a"}[target["met"]]
@@ -120,38 +128,66 @@ def format_history(results: dict) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(results: dict) -> str:
+    """The months as a Markdown table, for the README."""
+    lines = [
+        "| taxi | month | rows | table rows before | run s | s per M rows | raw | staging "
+        "| final (merge) | checks | other | peak RSS |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for month in sorted(results["months"], key=lambda m: (m["taxi"], m["month"])):
+        steps = month["steps"]
+        cost = month["seconds_per_million_rows"]
+        lines.append(
+            f"| {month['taxi']} | {month['month']} | {month['rows']:,} "
+            f"| {month['table_rows_before']:,} | {month['seconds']:.1f} "
+            f"| {'-' if cost is None else f'{cost:.1f}'} | {steps.get('raw', 0):.1f} "
+            f"| {steps.get('staging', 0):.1f} | {steps.get('final', 0):.1f} "
+            f"| {steps.get('other_steps', 0):.1f} | {steps.get('dagster_overhead', 0):.1f} "
+            f"| {_mb(month.get('peak_rss_bytes'))} |"
+            + ("" if month["status"] == "SUCCESS" else f" {month['status']}")
+        )
+    return "\n".join(lines)
+
+
 def plot(results: dict, png_path: Path) -> Path:
-    """Cost per million rows against the table's rows before the month, per taxi type."""
+    """Cost per million rows against the table's rows before the month, per taxi type.
+
+    Left: the run's wall time (what a user waits for, queueing for the database pool
+    included); right: the merge step alone (the part that could grow with the table).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    figure, axes = pyplot.subplots(figsize=(9, 5), dpi=110)
-    series = [("ours", results["months"], "o-")]
+    figure, (runs_axes, merge_axes) = pyplot.subplots(1, 2, figsize=(12, 5), dpi=110)
+    succeeded = [month for month in results["months"] if month["status"] == "SUCCESS"]
+    series = [("ours", succeeded, "o-")]
     if results.get("zoomcamp"):
         label = f"zoomcamp as run (x{results['zoomcamp']['scale']:g})"
         series.append((label, results["zoomcamp"]["months"], "s--"))
     for label, months, style in series:
         for taxi in sorted({month["taxi"] for month in months}):
-            points = sorted(
-                (m["table_rows_before"] / 1e6, m["seconds_per_million_rows"])
-                for m in months
-                if m["taxi"] == taxi and m.get("seconds_per_million_rows")
+            mine = sorted(
+                (m for m in months if m["taxi"] == taxi), key=lambda m: m["table_rows_before"]
             )
-            if points:
-                xs, ys = zip(*points, strict=True)
-                axes.plot(xs, ys, style, markersize=3, label=f"{label}: {taxi}")
+            _curve(runs_axes, mine, "seconds_per_million_rows", style, f"{label}: {taxi}")
+            merge_key = "merge_seconds_per_million_rows" if label == "ours" else None
+            _curve(merge_axes, mine, merge_key, style, f"{label}: {taxi}")
     parameters = results["parameters"]
-    axes.set_title(
+    figure.suptitle(
         f"cost of a month vs table size: {parameters['taxi']} {parameters['from']}.."
         f"{parameters['to']}, scale {parameters['scale']:g}"
     )
-    axes.set_xlabel("rows in the final table before the month (millions)")
-    axes.set_ylabel("seconds per million rows (run wall time)")
-    axes.set_ylim(bottom=0)
-    axes.grid(True, alpha=0.3)
-    axes.legend()
+    runs_axes.set_ylabel("seconds per million rows")
+    runs_axes.set_title("whole run (wall time)")
+    merge_axes.set_title("merge step (ours) / MERGE (zoomcamp)")
+    for axes in (runs_axes, merge_axes):
+        axes.set_xlabel("rows in the final table before the month (millions)")
+        axes.set_ylim(bottom=0)
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize="small")
     figure.tight_layout()
     png_path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(png_path)
@@ -159,15 +195,33 @@ def plot(results: dict, png_path: Path) -> Path:
     return png_path
 
 
+def _curve(axes, months: list[dict], key: str | None, style: str, label: str) -> None:
+    """One taxi type's points; the zoomcamp's merge cost is its MERGE step per million."""
+    points = []
+    for month in months:
+        if key is None:
+            merge = month.get("steps", {}).get("merge")
+            value = merge / month["rows"] * 1e6 if merge is not None and month["rows"] else None
+        else:
+            value = month.get(key)
+        if value:
+            points.append((month["table_rows_before"] / 1e6, value))
+    if points:
+        xs, ys = zip(*points, strict=True)
+        axes.plot(xs, ys, style, markersize=3, label=label)
+
+
 def main(argv: list[str] | None = None) -> int:
-    paths = [Path(arg) for arg in (argv if argv is not None else sys.argv[1:])]
+    arguments = list(argv if argv is not None else sys.argv[1:])
+    markdown = "--markdown" in arguments
+    paths = [Path(arg) for arg in arguments if arg != "--markdown"]
     if not paths:
-        print("usage: python -m bench.history_report RESULT.json", file=sys.stderr)
+        print("usage: python -m bench.history_report [--markdown] RESULT.json", file=sys.stderr)
         return 2
     for path in paths:
         results = json.loads(path.read_text())
         summarize(results)
-        print(format_history(results))
+        print(format_markdown(results) if markdown else format_history(results))
         print(f"plot: {plot(results, path.with_suffix('.png'))}")
     return 0
 
