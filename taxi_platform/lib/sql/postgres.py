@@ -118,14 +118,20 @@ def unique_row_id(taxi: TaxiType) -> sql.Composable:
 
 
 def create_staging(taxi: TaxiType, month_start: date) -> sql.Composable:
-    """An unlogged table for one month, with the file's columns and nothing else."""
+    """An unlogged table for one month, with the file's columns and nothing else.
+
+    Autovacuum is off for it: the table is written once, analyzed by the staging step,
+    read once by the merge and dropped. Left on, autovacuum read whole staged months
+    (a yellow month is a GB) while the merges it competes with for the disk ran
+    (``bench.history``, yellow 2019).
+    """
     columns = [
         sql.SQL("{} {}").format(sql.Identifier(column.postgres_name), sql.SQL(column.postgres_type))
         for column in taxi.columns
     ]
-    return sql.SQL("create unlogged table {staging} ({columns})").format(
-        staging=staging_table(taxi, month_start), columns=sql.SQL(", ").join(columns)
-    )
+    return sql.SQL(
+        "create unlogged table {staging} ({columns}) with (autovacuum_enabled = false)"
+    ).format(staging=staging_table(taxi, month_start), columns=sql.SQL(", ").join(columns))
 
 
 def drop_staging(taxi: TaxiType, month_start: date) -> sql.Composable:
