@@ -8,10 +8,12 @@ files (and the month after it), then times, ``--repeat`` times each, median repo
 
 - three cases: a new month into an empty final table, the re-run of that month (nothing
   new), the next month into a table that already holds one;
-- four contenders (see ``bench.contenders``): ``floor`` (bare COPY, new month only),
-  ``zoomcamp`` (the Kestra flow's statements), ``ours_sql`` (our two load functions on the
-  landed file) and ``ours_dagster`` (a real Dagster run of the three assets in a child
-  process, download included, peak RSS sampled);
+- six contenders (see ``bench.contenders``): ``floor`` (bare COPY into an unlogged table,
+  new month only), ``durable_floor`` (COPY into a logged table with the pickup btree, new
+  month only), ``zoomcamp_as_run`` (the Kestra flow's statements on its own DDL, as its
+  users run it), ``zoomcamp`` (the same with our indexes added), ``ours_sql`` (our two load
+  functions on the landed file) and ``ours_dagster`` (a real Dagster run of the three
+  assets in a child process, download included, peak RSS sampled);
 - a backfill: ``--backfill-months`` green months loaded one run at a time, then two runs
   at a time (the platform's ``taxi`` tag limit in dagster.yaml), wall time for both.
 
@@ -217,7 +219,7 @@ def _run(
     def record(case: str, contender: str, timing: contenders.Timing) -> None:
         timings[case].setdefault(contender, []).append(timing)
         log(
-            f"  {case:<10} {contender:<13} {timing.seconds:8.2f} s  "
+            f"  {case:<10} {contender:<15} {timing.seconds:8.2f} s  "
             + "  ".join(f"{name}={seconds:.2f}" for name, seconds in timing.steps.items())
         )
 
@@ -233,12 +235,24 @@ def _run(
             record("new_month", "floor", contenders.floor_load(url, taxi, landed[0].path))
             _release(databases, name, keep, kept, "floor")
 
-            name = databases.create(f"zoomcamp_{repetition}")
+            name = databases.create(f"durable_floor_{repetition}")
             url = server.url(name)
-            for case, month, csv in _case_files(months, landed):
-                contenders.checkpoint(url)
-                record(case, "zoomcamp", contenders.zoomcamp_load(url, taxi, month, csv.path))
-            _release(databases, name, keep, kept, "zoomcamp")
+            contenders.checkpoint(url)
+            record(
+                "new_month",
+                "durable_floor",
+                contenders.durable_floor_load(url, taxi, landed[0].path),
+            )
+            _release(databases, name, keep, kept, "durable_floor")
+
+            for contender, with_our_indexes in (("zoomcamp_as_run", False), ("zoomcamp", True)):
+                name = databases.create(f"{contender}_{repetition}")
+                url = server.url(name)
+                for case, month, csv in _case_files(months, landed):
+                    contenders.checkpoint(url)
+                    timing = contenders.zoomcamp_load(url, taxi, month, csv.path, with_our_indexes)
+                    record(case, contender, timing)
+                _release(databases, name, keep, kept, contender)
 
             name = databases.create(f"ours_sql_{repetition}")
             url = server.url(name)

@@ -61,6 +61,7 @@ def test_benchmark_contenders_load_the_same_rows_with_the_same_ids(tiny_benchmar
     ours_dagster = id_multiset(server.url(databases["ours_dagster"]), final_ids)
     ours_sql = id_multiset(server.url(databases["ours_sql"]), final_ids)
     zoomcamp = id_multiset(server.url(databases["zoomcamp"]), final_ids)
+    zoomcamp_as_run = id_multiset(server.url(databases["zoomcamp_as_run"]), final_ids)
     # The floor loads bare rows; their ids are computed here with the flow's expression.
     floor = id_multiset(
         server.url(databases["floor"]),
@@ -69,7 +70,7 @@ def test_benchmark_contenders_load_the_same_rows_with_the_same_ids(tiny_benchmar
     )
 
     assert sum(ours_dagster.values()) == 2 * ROWS  # January, then February; re-run adds none
-    assert ours_dagster == ours_sql == zoomcamp
+    assert ours_dagster == ours_sql == zoomcamp == zoomcamp_as_run
     assert Counter(filename for _, filename in ours_sql.elements()) == {
         JANUARY_FILE: ROWS,
         FEBRUARY_FILE: ROWS,
@@ -84,8 +85,20 @@ def test_benchmark_reports_every_case_ratio_and_target(tiny_benchmark) -> None:
     saved = json.loads(Path(results["results_path"]).read_text())
 
     assert set(saved["cases"]) == {"new_month", "rerun", "next_month"}
-    assert set(saved["cases"]["new_month"]) == {"floor", "zoomcamp", "ours_sql", "ours_dagster"}
-    assert set(saved["cases"]["rerun"]) == {"zoomcamp", "ours_sql", "ours_dagster"}
+    assert set(saved["cases"]["new_month"]) == {
+        "floor",
+        "durable_floor",
+        "zoomcamp_as_run",
+        "zoomcamp",
+        "ours_sql",
+        "ours_dagster",
+    }
+    assert set(saved["cases"]["rerun"]) == {
+        "zoomcamp_as_run",
+        "zoomcamp",
+        "ours_sql",
+        "ours_dagster",
+    }
     dagster_first = saved["cases"]["new_month"]["ours_dagster"]
     assert set(dagster_first["steps"]) >= {"raw", "staging", "final", "dagster_overhead"}
     assert dagster_first["peak_rss_bytes"] > 0
@@ -95,9 +108,34 @@ def test_benchmark_reports_every_case_ratio_and_target(tiny_benchmark) -> None:
     assert saved["cases"]["rerun"]["ours_sql"]["rows_inserted"] == 0
     assert saved["cases"]["rerun"]["zoomcamp"]["rows_inserted"] == 0
     assert saved["cases"]["new_month"]["floor"]["rows_loaded"] == ROWS
+    assert saved["cases"]["new_month"]["durable_floor"]["rows_loaded"] == ROWS
+    assert saved["cases"]["rerun"]["zoomcamp_as_run"]["rows_inserted"] == 0
+    assert "ours_sql/zoomcamp_as_run" in saved["ratios"]["new_month"]
+    assert "ours_sql/durable_floor" in saved["ratios"]["new_month"]
+    assert "new_month_vs_zoomcamp_as_run (ours SQL)" in saved["targets"]
+    assert "new_month_vs_durable_floor (ours SQL)" in saved["targets"]
     assert "ours_sql/floor" in saved["ratios"]["new_month"]
     assert "ours_sql/zoomcamp" in saved["ratios"]["new_month"]
     assert "peak_rss_bytes (Dagster run process)" in saved["targets"]
     backfill = saved["backfill"]
     assert backfill["sequential"]["final_rows"] == backfill["concurrent"]["final_rows"] == 1000
     assert backfill["concurrent"]["workers"] == 2
+
+
+def test_durable_floor_writes_a_logged_table_with_the_pickup_btree(tiny_benchmark) -> None:
+    results, server = tiny_benchmark
+    with psycopg.connect(server.url(results["databases"]["durable_floor"])) as connection:
+        persistence, rows = connection.execute(
+            f"select relpersistence, (select count(*) from {FLOOR_SCHEMA}.yellow_tripdata_durable)"
+            " from pg_class where oid = %s::regclass",
+            (f"{FLOOR_SCHEMA}.yellow_tripdata_durable",),
+        ).fetchone()
+        indexed = connection.execute(
+            "select indexdef from pg_indexes where schemaname = %s and tablename = %s",
+            (FLOOR_SCHEMA, "yellow_tripdata_durable"),
+        ).fetchall()
+    assert (persistence, rows) == ("p", ROWS)
+    assert [definition for (definition,) in indexed] == [
+        f"CREATE INDEX yellow_tripdata_durable_tpep_pickup_datetime_idx ON "
+        f"{FLOOR_SCHEMA}.yellow_tripdata_durable USING btree (tpep_pickup_datetime)"
+    ]

@@ -177,6 +177,7 @@ def merge_month(
             inserted = connection.execute(
                 statements.merge_into_final(taxi, month_start, final_schema)
             ).rowcount
+            _summarize_filename_index(connection, taxi, final_schema)
             connection.execute(
                 statements.record_load(taxi, month_start, final_schema),
                 (sha256, rows_staged, inserted),
@@ -194,6 +195,21 @@ def merge_month(
             f"{describe}: merge into the final table failed: {_explain(error)}"
         ) from error
     return MergeResult(rows_staged=rows_staged, rows_inserted=inserted, already_loaded=False)
+
+
+def _summarize_filename_index(
+    connection: psycopg.Connection, taxi: TaxiType, final_schema: str
+) -> None:
+    """Keep the month's rows findable by file name at the cost of the month, not the table.
+
+    Only the table's owner may summarize; a platform user who is not (a table the zoomcamp
+    flow created under another role) leaves it to autovacuum, as before.
+    """
+    try:
+        with connection.transaction():
+            connection.execute(statements.summarize_filename_index(taxi, final_schema))
+    except psycopg.errors.InsufficientPrivilege:
+        pass
 
 
 def _staged_file(

@@ -20,6 +20,7 @@ from taxi_platform.tools.backfill import add_backfill_command
 from taxi_platform.tools.supervisor import read_state, runs, stop_running_platform, supervise
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+LAUNCH_TIMEOUT_SECONDS = "300"
 
 
 def _dagster_home() -> Path:
@@ -48,6 +49,9 @@ def prepare_environment(stops: list[tuple[str, Callable[[], None]]]) -> dict[str
         print(f"embedded Postgres 18 running on 127.0.0.1:{server.port}, data in {server.data_dir}")
         env.setdefault("DAGSTER_POSTGRES_URL", server.url(DAGSTER_DATABASE))
     env["DAGSTER_HOME"] = str(_dagster_home())
+    # What docker-compose.yaml gives the webserver and daemon: a run's launch waits for its
+    # process to start, which on a busy small machine takes longer than Dagster's 60 s.
+    env.setdefault("DAGSTER_GRPC_TIMEOUT_SECONDS", LAUNCH_TIMEOUT_SECONDS)
     return env
 
 

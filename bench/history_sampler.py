@@ -1,0 +1,89 @@
+"""What the history benchmark watches from outside while the backfill runs.
+
+The run workers are children of the code server (the default run launcher asks it to
+start each run in a process of its own), so their memory is read from the process table,
+not from Dagster: the peak resident set size of each process below the code server, and
+later matched to its run through the run's "Started process for run (pid: N)" event. The
+landing area's size is summed at the same rate, so that a landing area that grows with the
+history (files kept after their month is merged) shows as a growing peak.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+# Often enough to see a peak of a COPY buffer or an import, rarely enough to cost nothing
+# measurable beside the runs on a 2-core machine.
+SAMPLE_SECONDS = 0.25
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files below ``folder`` (0 when it does not exist yet)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except FileNotFoundError:  # a temporary download renamed or deleted meanwhile
+                pass
+    return total
+
+
+@dataclass
+class Sampler:
+    """A thread that keeps per-process RSS peaks below ``root_pid`` and the landing peak."""
+
+    root_pid: int
+    landing: Path
+    interval: float = SAMPLE_SECONDS
+    peak_rss_by_pid: dict[int, int] = field(default_factory=dict)
+    landing_peak_bytes: int = 0
+    samples: int = 0
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="history-sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample_once()
+            self._stop.wait(self.interval)
+
+    def sample_once(self) -> None:
+        self.samples += 1
+        self.landing_peak_bytes = max(self.landing_peak_bytes, folder_bytes(self.landing))
+        try:
+            descendants = psutil.Process(self.root_pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return
+        for process in descendants:
+            try:
+                rss = _tree_rss(process)
+            except psutil.NoSuchProcess:
+                continue
+            if rss > self.peak_rss_by_pid.get(process.pid, 0):
+                self.peak_rss_by_pid[process.pid] = rss
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    """RSS of a process and its children (a run's step subprocesses, if any)."""
+    total = process.memory_info().rss
+    for child in process.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total

@@ -1,0 +1,106 @@
+"""``bench.history`` end to end at a tiny scale: three green months through the platform.
+
+The history benchmark's figures mean something only if every generated month went through
+a real backfill and landed whole, so this checks its JSON month by month against what was
+generated, and the final table's count against their sum, rather than that it ran.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from bench.history import HistoryOptions, run_history
+from taxi_platform.local.embedded_postgres import EmbeddedPostgres
+
+# About 3,000 rows a month (green 2019-01 has 672,105).
+TINY_SCALE = 0.005
+MONTHS = ["2019-01", "2019-02", "2019-03"]
+
+
+@pytest.fixture(scope="module")
+def tiny_history(postgres_server: EmbeddedPostgres, scratch_root: Path) -> tuple[dict, dict]:
+    json_path = scratch_root / "history" / "history.json"
+    options = HistoryOptions(
+        first=date(2019, 1, 1),
+        last=date(2019, 3, 1),
+        taxi_option="green",
+        scale=TINY_SCALE,
+        json_path=json_path,
+        with_zoomcamp=True,
+        zoomcamp_scale=TINY_SCALE,
+        work_dir=scratch_root / "history_work",
+        command="test_bench_history_smoke",
+        log=lambda line: None,
+    )
+    returned = run_history(options, server=postgres_server)
+    return returned, json.loads(json_path.read_text())
+
+
+def test_history_json_holds_every_month_with_the_rows_generated(tiny_history) -> None:
+    _, saved = tiny_history
+    generated = {(m["taxi"], m["month"]): m["rows"] for m in saved["generated"]}
+    loaded = {(m["taxi"], m["month"]): m["rows"] for m in saved["months"]}
+
+    assert sorted(month for _, month in generated) == MONTHS
+    assert all(2_000 < rows < 5_000 for rows in generated.values())
+    assert loaded == generated
+    assert all(month["status"] == "SUCCESS" for month in saved["months"])
+    assert saved["backfill_exit_code"] == 0
+
+
+def test_history_final_count_is_the_sum_of_the_months(tiny_history) -> None:
+    _, saved = tiny_history
+    total = sum(month["rows"] for month in saved["generated"])
+
+    assert saved["total_rows"] == total
+    assert saved["table_rows"] == {"green": total}
+    assert saved["table_bytes"]["green"] > 0
+    assert saved["dagster_storage_bytes"] > 0
+
+
+def test_history_rows_before_each_month_are_the_months_merged_before_it(tiny_history) -> None:
+    _, saved = tiny_history
+    by_merge = sorted(saved["months"], key=lambda month: month["table_rows_before"])
+
+    assert by_merge[0]["table_rows_before"] == 0
+    for earlier, later in zip(by_merge, by_merge[1:], strict=False):
+        assert later["table_rows_before"] == earlier["table_rows_before"] + earlier["rows_inserted"]
+    for month in saved["months"]:
+        assert set(month["steps"]) >= {"raw", "staging", "final"}
+        assert month["seconds"] >= month["steps"]["final"] > 0
+        assert month["seconds_per_million_rows"] > 0
+
+
+def test_history_reports_memory_totals_and_a_plot(tiny_history) -> None:
+    returned, saved = tiny_history
+
+    # Every run's process was sampled: a Dagster run process holds well over 50 MB.
+    assert all(month["peak_rss_bytes"] > 50 * 2**20 for month in saved["months"])
+    assert saved["peak_rss_bytes"] == max(month["peak_rss_bytes"] for month in saved["months"])
+    assert saved["rows_per_second"] == pytest.approx(
+        saved["total_rows"] / saved["wall_seconds"], rel=1e-3
+    )
+    assert set(saved["targets"]) >= {
+        "rows_per_second (whole history through the run queue)",
+        "peak_rss_bytes (a run's process)",
+    }
+    plot = Path(returned["plot_path"])
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_history_with_zoomcamp_loads_the_same_months_with_the_flow(tiny_history) -> None:
+    _, saved = tiny_history
+    zoomcamp = saved["zoomcamp"]
+    generated = {m["month"]: m["rows"] for m in saved["generated"]}
+
+    assert {m["month"]: m["rows_inserted"] for m in zoomcamp["months"]} == generated
+    assert [m["table_rows_before"] for m in zoomcamp["months"]] == [
+        0,
+        generated["2019-01"],
+        generated["2019-01"] + generated["2019-02"],
+    ]
+    assert zoomcamp["table_bytes"]["green"] > 0

@@ -1,0 +1,89 @@
+"""The merge leaves the final table's indexes ready for the month's checks.
+
+The checks find a month's rows through the BRIN index on ``filename``; pages that index has
+not summarized are read by every such lookup, so a merge that left them to autovacuum made
+each check read other months too, more of them the larger the table (bench.history).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+from datetime import date
+from pathlib import Path
+
+import psycopg
+
+from taxi_platform.lib.catalog import GREEN
+from taxi_platform.lib.postgres_load import merge_month, stage_month
+from taxi_platform.lib.sql import checks
+from taxi_platform.tools.generate import write_month
+
+ROWS = 20_000
+
+
+def land(month_start: date, folder: Path) -> tuple[Path, str]:
+    """A generated month, gunzipped as the raw asset lands it, and its sha256."""
+    gz_path = write_month(GREEN, month_start, ROWS, folder / "mirror")
+    csv_path = folder / GREEN.csv_name(month_start)
+    with gzip.open(gz_path, "rb") as source, open(csv_path, "wb") as target:
+        shutil.copyfileobj(source, target)
+    return csv_path, hashlib.sha256(csv_path.read_bytes()).hexdigest()
+
+
+def load(url: str, month_start: date, folder: Path) -> None:
+    csv_path, sha256 = land(month_start, folder)
+    with psycopg.connect(url) as connection:
+        stage_month(connection, GREEN, month_start, csv_path, sha256, "test")
+    with psycopg.connect(url) as connection:
+        merge_month(connection, GREEN, month_start, "test")
+
+
+def test_merge_leaves_no_filename_range_unsummarized(database_url: str, tmp_path: Path) -> None:
+    for month_start in (date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)):
+        load(database_url, month_start, tmp_path)
+
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        left_over = connection.execute(
+            "select brin_summarize_new_values('public.green_tripdata_filename_brin'::regclass)"
+        ).fetchone()[0]
+        # At the history's size the planner takes the BRIN; on this small table, made to.
+        connection.execute("set enable_seqscan to off")
+        plan = connection.execute(
+            "explain (analyze, format json) " + checks.null_ids(GREEN).as_string(connection),
+            {"filename": GREEN.csv_name(date(2019, 1, 1))},
+        ).fetchone()[0]
+
+    assert left_over == 0
+    # The January lookup reads January's pages: the rows it discards are those sharing its
+    # last block range with February, far fewer than another month's 20,000.
+    heap_scan = _node(plan[0]["Plan"], "Bitmap Heap Scan")
+    assert heap_scan["Actual Rows"] * (heap_scan.get("Actual Loops") or 1) >= ROWS
+    assert heap_scan.get("Rows Removed by Index Recheck", 0) < ROWS / 4
+
+
+def _node(plan: dict, node_type: str) -> dict:
+    if plan["Node Type"] == node_type:
+        return plan
+    for child in plan.get("Plans", []):
+        try:
+            return _node(child, node_type)
+        except LookupError:
+            continue
+    raise LookupError(node_type)
+
+
+def test_staging_table_is_left_alone_by_autovacuum(database_url: str, tmp_path: Path) -> None:
+    month_start = date(2019, 1, 1)
+    csv_path, sha256 = land(month_start, tmp_path)
+    with psycopg.connect(database_url) as connection:
+        stage_month(connection, GREEN, month_start, csv_path, sha256, "test")
+        options, persistence, analyzed_rows = connection.execute(
+            "select reloptions, relpersistence, reltuples from pg_class "
+            "where oid = 'taxi_staging.green_tripdata_2019_01'::regclass"
+        ).fetchone()
+
+    assert options == ["autovacuum_enabled=false"]
+    assert persistence == "u"
+    assert analyzed_rows == ROWS  # the staging step's own ANALYZE still gives the planner rows
