@@ -50,10 +50,11 @@ from bench.history_stack import (
     history_stack,
     recreate_database,
 )
-from bench.run import RESULTS_DIR, _free_port
+from bench.run import RESULTS_DIR
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.months import parse_month
 from taxi_platform.local.embedded_postgres import SERVER_SETTINGS, EmbeddedPostgres
+from taxi_platform.local.ports import free_port
 
 TAXI_DATABASE = "history_taxi"
 DAGSTER_DATABASE = "history_dagster"
@@ -93,7 +94,7 @@ def run_history(options: HistoryOptions, server: EmbeddedPostgres | None = None)
     own_server = server is None
     if server is None:
         options.log(f"starting an embedded Postgres in {work / 'postgres'}")
-        server = EmbeddedPostgres(server_dir=work / "postgres", port=_free_port()).start()
+        server = EmbeddedPostgres(server_dir=work / "postgres", port=free_port()).start()
     try:
         results = _measure(options, server, work, stamp, json_path)
     finally:
