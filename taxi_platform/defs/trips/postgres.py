@@ -1,25 +1,60 @@
 """``postgres/{taxi}_tripdata_staging`` and ``postgres/{taxi}_tripdata``: the ETL path."""
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
+import psycopg
 
 from taxi_platform.defs.trips.raw import build_raw_asset, describe_month
 from taxi_platform.lib.asset_keys import final_asset_key, raw_asset_key, staging_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import LandedFile
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
-from taxi_platform.lib.postgres_load import LoadError, merge_month, stage_month
+from taxi_platform.lib.pool_wait import DATABASE_POOL
+from taxi_platform.lib.postgres_load import (
+    DatabaseWentAway,
+    LoadError,
+    database_went_away,
+    merge_month,
+    stage_month,
+    went_away,
+)
 from taxi_platform.lib.retention import release_landed_file
-from taxi_platform.lib.run_liveness import earlier_live_runs_of_step
+from taxi_platform.lib.run_liveness import earlier_live_runs_of_step, record_run_error
 from taxi_platform.resources import LandingArea, PostgresResource
 
-# The steps that load the database share one pool, so a long backfill cannot open more
-# COPYs and merges at once than dagster.yaml's pool limit allows.
-DATABASE_POOL = "taxi_database"
+# The steps that load the database share one pool (DATABASE_POOL), so a long backfill
+# cannot open more COPYs and merges at once than dagster.yaml's pool limit allows.
 
 
 class StagingConfig(dg.Config):
     force_reload: bool = False
     """Stage the file even if the ledger says this exact file is already merged."""
+
+
+@contextmanager
+def _reported(context: dg.AssetExecutionContext, describe: str, step: str) -> Iterator[None]:
+    """A load error as the step's failure; a database that went away also printed and kept
+    on disk, since Dagster's storage may be on that very server (``record_run_error``)."""
+    try:
+        yield
+    except LoadError as error:
+        if isinstance(error, DatabaseWentAway):
+            _last_words(context, str(error))
+        raise dg.Failure(description=str(error)) from None
+    except psycopg.OperationalError as error:
+        if not went_away(error):
+            raise
+        message = str(database_went_away(describe, step, error))
+        _last_words(context, message)
+        raise dg.Failure(description=message) from None
+
+
+def _last_words(context: dg.AssetExecutionContext, message: str) -> None:
+    print(f"run {context.run_id} failed: {message}", file=sys.stderr, flush=True)
+    record_run_error(context.instance, context.run_id, message)
 
 
 def _give_way_to_an_earlier_run(context: dg.AssetExecutionContext, describe: str) -> None:
@@ -71,20 +106,17 @@ def build_postgres_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
                 description=f"{describe}: no landed file at {csv_path}; materialize "
                 f"{raw_asset_key(taxi).to_user_string()} for this month first"
             )
-        try:
-            with postgres.connect() as connection:
-                result = stage_month(
-                    connection,
-                    taxi,
-                    month,
-                    csv_path,
-                    landed.sha256,
-                    describe,
-                    postgres.final_schema,
-                    force=config.force_reload,
-                )
-        except LoadError as error:
-            raise dg.Failure(description=str(error)) from None
+        with _reported(context, describe, "staging"), postgres.connect() as connection:
+            result = stage_month(
+                connection,
+                taxi,
+                month,
+                csv_path,
+                landed.sha256,
+                describe,
+                postgres.final_schema,
+                force=config.force_reload,
+            )
         if result.already_loaded:
             context.log.info(f"{describe}: this exact file is already merged; nothing staged")
         release_landed_file(context, landing, taxi, month)
@@ -116,11 +148,8 @@ def build_postgres_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         month = month_start(context.partition_key)
         describe = describe_month(taxi, context.partition_key)
-        try:
-            with postgres.connect() as connection:
-                result = merge_month(connection, taxi, month, describe, postgres.final_schema)
-        except LoadError as error:
-            raise dg.Failure(description=str(error)) from None
+        with _reported(context, describe, "the merge"), postgres.connect() as connection:
+            result = merge_month(connection, taxi, month, describe, postgres.final_schema)
         context.log.info(
             f"{describe}: {result.rows_inserted:,} rows inserted, "
             f"{result.rows_already_present:,} already present"
