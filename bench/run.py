@@ -31,7 +31,6 @@ import os
 import platform
 import shlex
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from bench import contenders, report
 from taxi_platform.lib.catalog import GREEN, TaxiType, taxi_type
 from taxi_platform.lib.months import next_month, parse_month
 from taxi_platform.local.embedded_postgres import SERVER_SETTINGS, EmbeddedPostgres
+from taxi_platform.local.ports import free_port
 from taxi_platform.tools.generate import write_month
 from taxi_platform.tools.mirror import ReleaseMirror
 
@@ -103,12 +103,6 @@ def land_locally(gz_path: Path, csv_path: Path) -> LandedCsv:
             newlines += chunk.count(b"\n")
             size += len(chunk)
     return LandedCsv(csv_path, newlines - 1, size, gz_path.stat().st_size, digest.hexdigest())
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Databases:
@@ -169,7 +163,7 @@ def run_benchmark(options: Options, server: EmbeddedPostgres | None = None) -> d
     own_server = server is None
     if server is None:
         log(f"starting an embedded Postgres in {work / 'postgres'}")
-        server = EmbeddedPostgres(server_dir=work / "postgres", port=_free_port()).start()
+        server = EmbeddedPostgres(server_dir=work / "postgres", port=free_port()).start()
     run_stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     databases = Databases(server, f"bench_{run_stamp.lower()}")
     kept: dict[str, str] = {}

@@ -17,6 +17,7 @@ import yaml
 
 from taxi_platform.lib.catalog import GREEN
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
+from taxi_platform.local.ports import free_port
 from taxi_platform.tools.backfill import (
     WebserverClient,
     add_backfill_command,
@@ -24,8 +25,7 @@ from taxi_platform.tools.backfill import (
     command_backfill,
 )
 from taxi_platform.tools.generate import write_month, write_zone_lookup
-from taxi_platform_tests.conftest import free_port
-from taxi_platform_tests.stack import (
+from taxi_platform_tests.support.stack import (
     DagsterStack,
     platform_stack,
     wait_until,
@@ -84,6 +84,9 @@ def cli_args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["backfill", *argv])
 
 
+SUMMARY_TRIGGER = "green_monthly_summary_sensor"
+
+
 def backfill_runs(stack: DagsterStack, backfill_id: str) -> list[dict]:
     variables = {"filter": {"tags": [{"key": "dagster/backfill", "value": backfill_id}]}}
     return stack.graphql(RUNS_QUERY, variables)["runsOrError"]["results"]
@@ -112,7 +115,7 @@ def test_cli_backfill_loads_each_month_in_its_own_tagged_run_within_the_limits(
     lines: list[str] = []
     args = cli_args(
         "--taxi", "green", "--from", "2019-01", "--to", "2019-04",
-        "--url", stack.webserver_url, "--wait", "--poll-seconds", "1", "--timeout", "150",
+        "--url", stack.webserver_url, "--wait", "--poll-seconds", "1", "--timeout", "400",
     )  # fmt: skip
 
     exit_code = command_backfill(args, echo=lines.append)
@@ -166,6 +169,22 @@ def test_cli_backfill_loads_each_month_in_its_own_tagged_run_within_the_limits(
         for run in backfill_runs(stack, backfill_id)
     }
     assert files["2019-02-01"] == "green_tripdata_2019-02.csv"
+
+    # The summary sensor (a multi-asset sensor, run by the daemon) summarizes every month
+    # the backfill landed, however many landed between two of its ticks.
+    def summarized_months() -> set[str]:
+        variables = {"filter": {"tags": [{"key": "trigger", "value": SUMMARY_TRIGGER}]}}
+        runs = stack.graphql(RUNS_QUERY, variables)["runsOrError"]["results"]
+        return {tags_of(run)["dagster/partition"] for run in runs if run["status"] == "SUCCESS"}
+
+    expected_summaries = {f"{month:%Y-%m-%d}" for month in PUBLISHED}
+    wait_until(
+        lambda: summarized_months() >= expected_summaries,
+        timeout=180,
+        what="a summary run of every loaded month",
+        watch=stack.processes,
+    )
+    assert summarized_months() == expected_summaries
 
     # The failed month is retried alone, as a new backfill of Dagster's own lineage.
     retry_lines: list[str] = []

@@ -19,8 +19,13 @@ from taxi_platform.lib.catalog import GREEN
 from taxi_platform.lib.months import partition_key
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 from taxi_platform.tools.generate import write_month
-from taxi_platform_tests.http_faults import FaultyMirror
-from taxi_platform_tests.stack import dagster_stack, dagster_storage_url, fresh_database, wait_until
+from taxi_platform_tests.support.http_faults import FaultyMirror
+from taxi_platform_tests.support.stack import (
+    dagster_stack,
+    dagster_storage_url,
+    fresh_database,
+    wait_until,
+)
 
 JANUARY, FEBRUARY, MARCH = date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)
 BIN_DIR = Path(sys.executable).parent

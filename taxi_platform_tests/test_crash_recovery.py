@@ -23,11 +23,11 @@ from taxi_platform.defs.trips.sensors import dead_run_reaper
 from taxi_platform.lib.catalog import GREEN
 from taxi_platform.lib.months import partition_key
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
+from taxi_platform.local.ports import free_port
 from taxi_platform.tools.generate import write_month
-from taxi_platform_tests.conftest import free_port
-from taxi_platform_tests.http_faults import FaultyMirror
-from taxi_platform_tests.run_results import failure_message, metadata
-from taxi_platform_tests.stack import (
+from taxi_platform_tests.support.http_faults import FaultyMirror
+from taxi_platform_tests.support.run_results import failure_message, metadata
+from taxi_platform_tests.support.stack import (
     dagster_stack,
     dagster_storage_url,
     fresh_database,

@@ -21,9 +21,9 @@ import requests
 
 from taxi_platform.lib.catalog import TAXIS
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
+from taxi_platform.local.ports import free_port
 from taxi_platform.tools.generate import write_month
-from taxi_platform_tests.conftest import free_port
-from taxi_platform_tests.stack import (
+from taxi_platform_tests.support.stack import (
     BIN_DIR,
     LOCATION_NAME,
     DagsterStack,

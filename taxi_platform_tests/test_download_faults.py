@@ -22,9 +22,9 @@ from taxi_platform.lib.months import partition_key
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
 from taxi_platform.resources.trip_source import SourceUnavailable
 from taxi_platform.tools.generate import write_month
-from taxi_platform_tests.http_faults import FaultyMirror
-from taxi_platform_tests.run_results import failure_message, metadata
-from taxi_platform_tests.stack import wait_until
+from taxi_platform_tests.support.http_faults import FaultyMirror
+from taxi_platform_tests.support.run_results import failure_message, metadata
+from taxi_platform_tests.support.stack import wait_until
 from taxi_platform_tests.test_postgres_etl import assets_of, final_count, load, publish
 
 JANUARY = date(2019, 1, 1)

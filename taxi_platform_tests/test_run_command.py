@@ -12,9 +12,9 @@ import pytest
 import requests
 
 from taxi_platform.lib.catalog import GREEN
+from taxi_platform.local.ports import free_port
 from taxi_platform.tools.generate import write_month
 from taxi_platform.tools.mirror import ReleaseMirror
-from taxi_platform_tests.conftest import free_port
 
 BIN = Path(sys.executable).parent
 

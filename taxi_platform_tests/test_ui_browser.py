@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
-from taxi_platform_tests.conftest import free_port
-from taxi_platform_tests.stack import (
+from taxi_platform.local.ports import free_port
+from taxi_platform_tests.support.stack import (
     LOCATION_NAME,
     DagsterStack,
     platform_stack,

@@ -24,8 +24,8 @@ import pytest
 import requests
 
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
-from taxi_platform_tests.conftest import free_port
-from taxi_platform_tests.stack import (
+from taxi_platform.local.ports import free_port
+from taxi_platform_tests.support.stack import (
     PROJECT_ROOT,
     DagsterStack,
     ManagedProcess,

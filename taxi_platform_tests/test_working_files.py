@@ -19,7 +19,7 @@ from taxi_platform.resources import LandingArea, PostgresResource, TripFileSourc
 from taxi_platform.resources.gcp import TaxiGCSResource
 from taxi_platform.tools.generate import write_month
 from taxi_platform.tools.mirror import ReleaseMirror
-from taxi_platform_tests.run_results import failure_message, metadata
+from taxi_platform_tests.support.run_results import failure_message, metadata
 
 taxi_assets = etl_assets()
 

@@ -17,10 +17,24 @@ import dagster as dg
 from taxi_platform.defs.trips.checks import CheckThresholds
 from taxi_platform.defs.trips.jobs import TARGETS
 from taxi_platform.local.embedded_postgres import taxi_home
-from taxi_platform.resources.gcp import gcp_resources_from_env
+from taxi_platform.resources.gcp import (
+    BIGQUERY_EMULATOR_HOST,
+    BIGQUERY_JOB_TIMEOUT,
+    LOCAL_BIGQUERY_DATABASE,
+    LOCAL_GCS_ROOT,
+    STORAGE_EMULATOR_HOST,
+    TaxiBigQueryResource,
+    TaxiGCSResource,
+)
 from taxi_platform.resources.landing import LandingArea
 from taxi_platform.resources.postgres import PostgresResource
-from taxi_platform.resources.trip_source import DEFAULT_SOURCE_URL, TripFileSource
+from taxi_platform.resources.trip_source import (
+    DEFAULT_SOURCE_URL,
+    DEFAULT_SOURCES,
+    DEFAULT_TLC_URL,
+    TripFileSource,
+    parse_sources,
+)
 
 
 def _env_or(name: str, default: str) -> str | dg.EnvVar:
@@ -28,9 +42,45 @@ def _env_or(name: str, default: str) -> str | dg.EnvVar:
     return dg.EnvVar(name) if os.environ.get(name) else default
 
 
+def _env(name: str) -> dg.EnvVar | None:
+    """An ``EnvVar`` when set (the UI shows where the value comes from, and hides it)."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def gcp_resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    """``gcs`` and ``bigquery`` resources from the environment; unset settings stay unset.
+
+    Nothing is required here: a missing variable fails the first step that needs it, with
+    a message naming the variable, so a Postgres-only deployment does not need them.
+    """
+    project, location = _env("GCP_PROJECT_ID"), _env("GCP_LOCATION")
+    credentials = _env("GCP_CREDS")
+    job_timeout = os.environ.get(BIGQUERY_JOB_TIMEOUT)
+    waits = {"job_timeout_seconds": float(job_timeout)} if job_timeout else {}
+    return {
+        "gcs": TaxiGCSResource(
+            project=project,
+            location=location,
+            bucket_name=_env("GCP_BUCKET_NAME"),
+            gcp_credentials=credentials,
+            emulator_host=_env(STORAGE_EMULATOR_HOST),
+        ),
+        "bigquery": TaxiBigQueryResource(
+            project=project,
+            location=location,
+            dataset=_env("GCP_DATASET"),
+            gcp_credentials=credentials,
+            api_endpoint=_env(BIGQUERY_EMULATOR_HOST),
+            local_database=_env(LOCAL_BIGQUERY_DATABASE),
+            local_gcs_root=_env(LOCAL_GCS_ROOT),
+            **waits,
+        ),
+    }
+
+
 def default_resources() -> dict[str, dg.ConfigurableResource]:
     return {
-        "trip_source": TripFileSource(base_url=_env_or("TAXI_SOURCE_URL", DEFAULT_SOURCE_URL)),
+        "trip_source": trip_source(),
         "landing": LandingArea(
             root=str(Path(taxi_home()) / "landing"),
             retention=_env_or("TAXI_LANDING_RETENTION", "delete"),
@@ -40,6 +90,18 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         ),
         **gcp_resources_from_env(),
     }
+
+
+def trip_source() -> TripFileSource:
+    """``TAXI_SOURCE_URL`` (course releases), ``TAXI_TLC_URL`` (the TLC's Parquet files) and
+    ``TAXI_SOURCES`` (``course,tlc`` by default, ``tlc`` or ``course``): where months come
+    from. A wrong ``TAXI_SOURCES`` fails here, when the definitions load."""
+    parse_sources(os.environ.get("TAXI_SOURCES") or DEFAULT_SOURCES)
+    return TripFileSource(
+        base_url=_env_or("TAXI_SOURCE_URL", DEFAULT_SOURCE_URL),
+        tlc_url=_env_or("TAXI_TLC_URL", DEFAULT_TLC_URL),
+        sources=_env_or("TAXI_SOURCES", DEFAULT_SOURCES),
+    )
 
 
 DEFAULT_TIMEZONE = "America/New_York"

@@ -16,13 +16,28 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import requests
 import urllib3
 
-from taxi_platform.resources.trip_source import SourceUnavailable, TripFileSource
+from taxi_platform.lib.source_errors import SourceUnavailable
+
+
+class StreamSource(Protocol):
+    """Where a month's file streams from: the ``trip_source`` resource (timeouts,
+    retries), seen from here only through what landing uses of it."""
+
+    max_attempts: int
+    backoff_seconds: float
+
+    def open_stream(self, url: str) -> AbstractContextManager[requests.Response]: ...
+
+    def resume_stream(self, url: str, offset: int, etag: str | None) -> requests.Response: ...
+
 
 # Small enough that a transfer cut mid-file keeps almost all it received (the resume asks
 # from the last whole chunk written), large enough to cost nothing per chunk.
@@ -63,18 +78,22 @@ def sidecar_path(csv_path: Path) -> Path:
 
 
 def land_month(
-    source: TripFileSource,
+    source: StreamSource,
     url: str,
     csv_path: Path,
     expected_header: tuple[str, ...],
     describe: str,
     log: Callable[[str], None] | None = None,
+    writer: Callable[[Path, tuple[str, ...], str], MonthWriter] | None = None,
 ) -> LandedFile:
     """Download ``url`` into ``csv_path`` unless the same file is already there.
 
     ``describe`` names the file and partition in every error message. A landed file is
     reused when the source still announces the same ETag and size (a cheap HEAD), so the
     re-run of a month does not download it again. ``log`` hears what was cleaned up.
+    ``writer`` makes what turns the downloaded bytes into the CSV (``target,
+    expected_header, describe``): a gunzip by default; a TLC Parquet month passes
+    ``taxi_platform.lib.tlc_parquet.ParquetMonthWriter``.
     """
     started = time.monotonic()
     previous = LandedFile.read_sidecar(csv_path)
@@ -104,10 +123,10 @@ def land_month(
             f".{csv_path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
         )
         try:
-            writer = _GunzipWriter(partial, expected_header, describe)
-            with writer:
-                _download(source, url, response, writer, describe)
-            stats = writer.finish()
+            month_writer = (writer or _GunzipWriter)(partial, expected_header, describe)
+            with month_writer:
+                _download(source, url, response, month_writer, describe)
+            stats = month_writer.finish()
             _check_last_line(stats.last_line, len(expected_header), describe)
             partial.replace(csv_path)
         finally:
@@ -177,10 +196,10 @@ def _body_chunks(response: requests.Response) -> Iterator[bytes]:
 
 
 def _download(
-    source: TripFileSource,
+    source: StreamSource,
     url: str,
     response: requests.Response,
-    writer: _GunzipWriter,
+    writer: MonthWriter,
     describe: str,
 ) -> None:
     """Feed the whole file to ``writer``, resuming a transfer cut mid-file.
@@ -252,6 +271,25 @@ class _StreamStats:
     rows: int = 0
     sha256: str = ""
     last_line: bytes = b""
+
+
+class MonthWriter(Protocol):
+    """What ``_download`` feeds: the downloaded bytes in order, possibly restarted."""
+
+    expected_gz_bytes: int | None
+
+    @property
+    def gz_bytes(self) -> int: ...
+
+    def __enter__(self) -> MonthWriter: ...
+
+    def __exit__(self, *exc_info) -> None: ...
+
+    def feed(self, downloaded: bytes) -> None: ...
+
+    def restart(self) -> None: ...
+
+    def finish(self) -> _StreamStats: ...
 
 
 class _GunzipWriter:

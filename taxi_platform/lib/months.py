@@ -46,6 +46,12 @@ def next_month(month: date) -> date:
     return date(month.year + month.month // 12, month.month % 12 + 1, 1)
 
 
+def previous_month(month: date) -> date:
+    """The first of the month before ``month``'s (December of the year before January)."""
+    first = month.replace(day=1)
+    return date(first.year - 1, 12, 1) if first.month == 1 else first.replace(month=first.month - 1)
+
+
 def months_between(first: date, last: date) -> list[date]:
     """Every month from ``first`` to ``last``, both included."""
     months, current = [], first.replace(day=1)
@@ -53,3 +59,9 @@ def months_between(first: date, last: date) -> list[date]:
         months.append(current)
         current = next_month(current)
     return months
+
+
+def months_before(month: date, count: int) -> date:
+    """The month ``count`` months before ``month``."""
+    index = month.year * 12 + month.month - 1 - count
+    return date(index // 12, index % 12 + 1, 1)

@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.landing import parse_header
 from taxi_platform.lib.sql import postgres as statements
 
 COPY_CHUNK_BYTES = 1 << 20
@@ -101,6 +102,7 @@ def stage_month(
     if not force and entry is not None and entry[0] == sha256:
         return StageResult(rows_staged=entry[1], already_loaded=True)
     staging = statements.staging_table(taxi, month_start)
+    columns = _file_columns(taxi, csv_path, describe)
     try:
         with connection.transaction():
             connection.execute(statements.month_lock(taxi, month_start))
@@ -114,7 +116,8 @@ def stage_month(
             connection.execute(statements.drop_staging(taxi, month_start))
             connection.execute(statements.create_staging(taxi, month_start))
             with connection.cursor() as cursor:
-                with cursor.copy(statements.copy_into_staging(taxi, month_start)) as copy:
+                copy_statement = statements.copy_into_staging(taxi, month_start, columns)
+                with cursor.copy(copy_statement) as copy:
                     with open(csv_path, "rb") as csv_file:
                         while chunk := csv_file.read(COPY_CHUNK_BYTES):
                             copy.write(chunk)
@@ -132,6 +135,16 @@ def stage_month(
             raise database_went_away(describe, "staging", error) from error
         raise LoadError(f"{describe}: COPY into staging failed: {_explain(error)}") from error
     return StageResult(rows_staged=rows_staged, already_loaded=False)
+
+
+def _file_columns(taxi: TaxiType, csv_path: Path, describe: str) -> tuple:
+    """The columns the landed CSV holds: the course layout, or the full one (TLC months)."""
+    with open(csv_path, "rb") as csv_file:
+        first_line = csv_file.readline(65536)
+    try:
+        return taxi.columns_of_header(parse_header(first_line))
+    except ValueError as error:
+        raise LoadError(f"{describe}: {error}") from None
 
 
 def merge_month(

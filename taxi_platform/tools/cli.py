@@ -108,15 +108,17 @@ def command_mirror(args: argparse.Namespace) -> int:
 
 
 def command_generate(args: argparse.Namespace) -> int:
-    from taxi_platform.tools.generate import write_month, write_zone_lookup
+    from taxi_platform.tools.generate import write_zone_lookup
+    from taxi_platform.tools.generate_tlc import writers_for
 
     out_dir = Path(args.out)
     taxis = list(TAXIS.values()) if args.taxi == "all" else [TAXIS[args.taxi]]
     months = months_between(parse_month(args.from_month), parse_month(args.to_month))
     for taxi in taxis:
         for month in months:
-            path = write_month(taxi, month, args.rows, out_dir, seed=args.seed)
-            print(f"wrote {path} ({args.rows:,} rows)")
+            for write in writers_for(args.layout, month):
+                path = write(taxi, month, args.rows, out_dir, seed=args.seed)
+                print(f"wrote {path} ({args.rows:,} rows)")
     print(f"wrote {write_zone_lookup(out_dir)}")
     return 0
 
@@ -167,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--rows", type=int, default=10_000)
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--out", default=str(taxi_home() / "mirror"))
+    generate.add_argument(
+        "--layout",
+        choices=["auto", "course", "tlc", "both"],
+        default="auto",
+        help="course: .csv.gz in the course releases' layout; tlc: .parquet under trip-data/ "
+        "as the TLC serves it; auto (default): course for 2019-01..2021-07, tlc after, as "
+        "TAXI_SOURCES=course,tlc asks; both: each month in both layouts",
+    )
     generate.set_defaults(handler=command_generate)
 
     purge = commands.add_parser("purge", help="delete landed month files to free disk")

@@ -1,8 +1,12 @@
-"""A local release mirror: a folder served over HTTP in the releases' URL layout.
+"""A local release mirror: a folder served over HTTP in the sources' URL layouts.
 
 The platform downloads from the DataTalksClub GitHub releases
-(``{base}/{taxi}/{taxi}_tripdata_{YYYY-MM}.csv.gz``, ``{base}/misc/taxi_zone_lookup.csv``).
-Tests and offline setups point the trip file source's base URL at this mirror instead,
+(``{base}/{taxi}/{taxi}_tripdata_{YYYY-MM}.csv.gz``, ``{base}/misc/taxi_zone_lookup.csv``)
+and from the TLC (``{tlc}/{taxi}_tripdata_{YYYY}-{MM}.parquet``). The mirror serves both
+from one folder: the course layout at its root and the TLC's below ``trip-data/``
+(``taxi-platform generate`` writes both), so ``TAXI_SOURCE_URL={base}`` and
+``TAXI_TLC_URL={base}/trip-data``.
+Tests and offline setups point the trip file source's URLs at this mirror instead,
 so that every download path (streaming, HEAD probes of the release sensor, 404 for an
 unpublished month, resumed ranges) runs against a real HTTP server with real files.
 
@@ -101,6 +105,11 @@ class ReleaseMirror:
         if self.port == 0:
             raise RuntimeError("the mirror has no port until it is started")
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def tlc_url(self) -> str:
+        """Where the mirror serves the TLC's layout (``TAXI_TLC_URL``)."""
+        return f"{self.base_url}/trip-data"
 
     def url_for(self, path: str) -> str:
         """The full URL of a release path such as ``green/green_tripdata_2019-01.csv.gz``."""
@@ -233,7 +242,11 @@ def serve_forever(folder: Path, host: str = "127.0.0.1", port: int = 8000) -> No
             print(f"  ... and {len(published) - 20} more files")
         if not published:
             print("  (no files yet: generate months into the folder; they show up as written)")
-        print(f"Point the trip file source at it: TAXI_SOURCE_URL={mirror.base_url}", flush=True)
+        print(
+            f"Point the trip file sources at it: TAXI_SOURCE_URL={mirror.base_url} "
+            f"TAXI_TLC_URL={mirror.tlc_url}",
+            flush=True,
+        )
         try:
             threading.Event().wait()
         except KeyboardInterrupt:

@@ -1,17 +1,27 @@
 """Asset checks that guard each month, shown on the assets' Checks tab in the UI.
 
 They are partitioned like the assets, so a job or backfill run of a month runs the
-month's checks in the same run, right after the asset they check. The final table's
-checks find the month by ``filename``, because the staging table is dropped once merged.
+month's checks in the same run, right after the asset they check:
+- ``header_matches_catalogue`` on the raw file (blocking);
+- ``file_rows_equal_staged_rows`` is declared on the staging asset itself and computed in
+  its step (``defs/trips/postgres.py``), where both counts are at hand;
+- the final table's three checks run as one ``multi_asset_check`` sharing a connection and
+  a database pool slot; they find the month by ``filename``, because the staging table is
+  dropped once merged.
 """
 
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
 
 import dagster as dg
 import psycopg
+from psycopg import sql
 from pydantic import Field
 
-from taxi_platform.lib.asset_keys import final_asset_key, raw_asset_key, staging_asset_key
+from taxi_platform.defs.trips.postgres import DATABASE_POOL
+from taxi_platform.lib.asset_keys import final_asset_key, raw_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import parse_header
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start, next_month
@@ -32,23 +42,6 @@ class CheckThresholds(dg.ConfigurableResource):
             "warns. Real files have some (late reports, clock errors from 2008/2009)."
         ),
     )
-
-
-def _latest_metadata(
-    context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey
-) -> dict[str, object] | None:
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[context.partition_key]),
-        limit=1,
-    ).records
-    if not records:
-        return None
-    materialization = records[0].asset_materialization
-    return {name: value.value for name, value in materialization.metadata.items()}
-
-
-def _month_rows_missing(taxi: TaxiType, connection: psycopg.Connection, schema: str) -> bool:
-    return not connection.execute(statements.table_exists(taxi, schema)).fetchone()[0]
 
 
 def _first_line(taxi: TaxiType, partition: str, landing: LandingArea, source: TripFileSource):
@@ -87,164 +80,170 @@ def build_taxi_checks(taxi: TaxiType) -> list[dg.AssetChecksDefinition]:
         """
         first_line, where = _first_line(taxi, context.partition_key, landing, trip_source)
         found = parse_header(first_line)
-        missing = [name for name in taxi.header if name not in found]
-        unexpected = [name for name in found if name not in taxi.header]
+        # A course month has the course header; a TLC month the full one (optional last).
+        expected = taxi.full_header if found == taxi.full_header else taxi.header
+        missing = [name for name in expected if name not in found]
+        unexpected = [name for name in found if name not in expected]
         return dg.AssetCheckResult(
-            passed=found == taxi.header,
+            passed=found == expected,
             metadata={
                 "read_from": where,
                 "columns": len(found),
-                "expected_columns": len(taxi.header),
+                "expected_columns": len(expected),
                 "missing": ", ".join(missing) or "none",
                 "unexpected": ", ".join(unexpected) or "none",
-                "in_order": found == taxi.header,
+                "in_order": found == expected,
             },
         )
 
-    @dg.asset_check(
-        asset=staging_asset_key(taxi),
-        name="file_rows_equal_staged_rows",
-        partitions_def=MONTHLY_PARTITIONS,
-        description="Every line of the landed file became one staged row.",
-    )
-    def file_rows_equal_staged_rows(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        """Compares the staging asset's own metadata: ``file_rows`` (lines counted while the
-        file was gunzipped) and ``rows_staged`` (what COPY reported). They differ when COPY
-        read lines differently from the file's line count, e.g. a quoted field spanning two
-        lines, which would silently shift every count users compare with the TLC's.
-        """
-        metadata = _latest_metadata(context, staging_asset_key(taxi))
-        if metadata is None:
-            return dg.AssetCheckResult(
-                passed=False, metadata={"problem": "the month's staging was never materialized"}
+    return [header_matches_catalogue, build_postgres_table_checks(taxi)]
+
+
+FINAL_TABLE_CHECKS = {
+    "ids_not_null": "Every row of the month's file has a unique_row_id.",
+    "no_id_inserted_twice": (
+        "No id of the month's rows is also held under another file name: the merge "
+        "added no duplicate of a row already in the table."
+    ),
+    "pickups_outside_month": (
+        "Share of the month's rows picked up outside the month; warns above the "
+        "check_thresholds resource's outside_month_warn_share."
+    ),
+}
+
+
+def build_postgres_table_checks(taxi: TaxiType) -> dg.AssetChecksDefinition:
+    """The final table's checks of a month, in one step sharing one connection.
+
+    They read the month's rows of ``public.{taxi}_tripdata`` by ``filename`` (the staging
+    table is gone once merged), so they take a slot of the database pool like the loads.
+    """
+    key = final_asset_key(taxi)
+
+    @dg.multi_asset_check(
+        name=f"{taxi.table}_month_checks",
+        specs=[
+            dg.AssetCheckSpec(
+                name, asset=key, partitions_def=MONTHLY_PARTITIONS, description=description
             )
-        file_rows, rows_staged = metadata.get("file_rows"), metadata.get("rows_staged")
-        return dg.AssetCheckResult(
-            passed=file_rows == rows_staged,
-            metadata={
-                "file_rows": file_rows,
-                "rows_staged": rows_staged,
-                "difference": (file_rows or 0) - (rows_staged or 0),
-                "already_loaded": metadata.get("already_loaded", False),
-            },
-        )
-
-    @dg.asset_check(
-        asset=final_asset_key(taxi),
-        name="ids_not_null",
-        partitions_def=MONTHLY_PARTITIONS,
-        description="Every row of the month's file has a unique_row_id.",
+            for name, description in FINAL_TABLE_CHECKS.items()
+        ],
+        pool=DATABASE_POOL,
     )
-    def ids_not_null(
-        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-    ) -> dg.AssetCheckResult:
-        """Our loads compute the id for every row; rows merged by other tools (a half-run
-        zoomcamp flow leaves ids NULL until its UPDATE) would escape the merge's dedup."""
-        filename = taxi.csv_name(month_start(context.partition_key))
-        with postgres.connect() as connection:
-            if _month_rows_missing(taxi, connection, postgres.final_schema):
-                return dg.AssetCheckResult(passed=False, metadata={"problem": "no final table"})
-            rows, null_ids = connection.execute(
-                statements.null_ids(taxi, postgres.final_schema), {"filename": filename}
-            ).fetchone()
-        return dg.AssetCheckResult(
-            passed=null_ids == 0,
-            metadata={"filename": filename, "rows": rows, "rows_without_id": null_ids},
-        )
-
-    @dg.asset_check(
-        asset=final_asset_key(taxi),
-        name="no_id_inserted_twice",
-        partitions_def=MONTHLY_PARTITIONS,
-        description=(
-            "No id of the month's rows is also held under another file name: the merge "
-            "added no duplicate of a row already in the table."
-        ),
-    )
-    def no_id_inserted_twice(
-        context: dg.AssetCheckExecutionContext, postgres: PostgresResource
-    ) -> dg.AssetCheckResult:
-        """What "no duplicates" can mean when duplicates inside one file are kept (DESIGN:
-        the totals must equal the CSV row counts): the merge inserts a row only if its id
-        is not in the table yet, so an id of this month's rows must not appear under any
-        other ``filename``. One that does was inserted by two merges blind to each other
-        (concurrent loads without the table lock, or a load that bypassed the check).
-        Repeats *within* the month's rows are the file's own duplicates, reported as
-        metadata (``rows_in_file_duplicates``), not a failure.
-        """
-        filename = taxi.csv_name(month_start(context.partition_key))
-        parameters = {"filename": filename}
-        with postgres.connect() as connection:
-            if _month_rows_missing(taxi, connection, postgres.final_schema):
-                return dg.AssetCheckResult(passed=False, metadata={"problem": "no final table"})
-            for setting in ID_LOOKUP_PLAN_SETTINGS:
-                connection.execute(setting)
-            shared = connection.execute(
-                statements.ids_shared_with_other_files(taxi, postgres.final_schema), parameters
-            ).fetchone()[0]
-            rows, distinct_ids = connection.execute(
-                statements.rows_and_distinct_ids(taxi, postgres.final_schema), parameters
-            ).fetchone()
-        return dg.AssetCheckResult(
-            passed=shared == 0,
-            metadata={
-                "filename": filename,
-                "ids_also_under_other_files": shared,
-                "rows": rows,
-                "distinct_ids": distinct_ids,
-                "rows_in_file_duplicates": rows - distinct_ids,
-            },
-        )
-
-    @dg.asset_check(
-        asset=final_asset_key(taxi),
-        name="pickups_outside_month",
-        partitions_def=MONTHLY_PARTITIONS,
-        description=(
-            "Share of the month's rows picked up outside the month; warns above the "
-            "check_thresholds resource's outside_month_warn_share."
-        ),
-    )
-    def pickups_outside_month(
+    def postgres_table_checks(
         context: dg.AssetCheckExecutionContext,
         postgres: PostgresResource,
         check_thresholds: CheckThresholds,
-    ) -> dg.AssetCheckResult:
-        """Real files always have some (trips reported late, meters with 2008 clocks), so
-        a share is reported and only a large one warns: a file for the wrong month, or a
-        timestamp column parsed in the wrong order, shows up as a share near 1."""
+    ) -> Iterator[dg.AssetCheckResult]:
         month = month_start(context.partition_key)
-        filename = taxi.csv_name(month)
         with postgres.connect() as connection:
-            if _month_rows_missing(taxi, connection, postgres.final_schema):
-                return dg.AssetCheckResult(passed=False, metadata={"problem": "no final table"})
-            rows, outside, earliest, latest = connection.execute(
-                statements.pickups_outside_month(taxi, postgres.final_schema),
-                {"filename": filename, "month_start": month, "month_end": next_month(month)},
-            ).fetchone()
-        share = outside / rows if rows else 0.0
-        limit = check_thresholds.outside_month_warn_share
+            if _final_table_missing(taxi, connection, postgres.final_schema):
+                for name in FINAL_TABLE_CHECKS:
+                    yield dg.AssetCheckResult(
+                        asset_key=key,
+                        check_name=name,
+                        passed=False,
+                        metadata={"problem": "no final table"},
+                    )
+                return
+            month_rows = MonthRows(taxi, connection, postgres.final_schema, month)
+            yield _ids_not_null(month_rows)
+            yield _no_id_inserted_twice(month_rows)
+            yield _pickups_outside_month(month_rows, check_thresholds.outside_month_warn_share)
+
+    return postgres_table_checks
+
+
+@dataclass(frozen=True)
+class MonthRows:
+    """One month's rows in the final table: what the checks query, and how."""
+
+    taxi: TaxiType
+    connection: psycopg.Connection
+    schema: str
+    month: date
+
+    @property
+    def filename(self) -> str:
+        return self.taxi.csv_name(self.month)
+
+    def fetch(self, statement: sql.Composable, **parameters: object) -> tuple:
+        return self.connection.execute(
+            statement, {"filename": self.filename, **parameters}
+        ).fetchone()
+
+    def result(self, name: str, passed: bool, **kwargs) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(
-            passed=share <= limit,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "filename": filename,
-                "rows": rows,
-                "rows_outside_month": outside,
-                "share_outside_month": round(share, 6),
-                "warn_above_share": limit,
-                "earliest_pickup": str(earliest),
-                "latest_pickup": str(latest),
-            },
+            asset_key=final_asset_key(self.taxi), check_name=name, passed=passed, **kwargs
         )
 
-    return [
-        header_matches_catalogue,
-        file_rows_equal_staged_rows,
-        ids_not_null,
-        no_id_inserted_twice,
-        pickups_outside_month,
-    ]
+
+def _ids_not_null(rows: MonthRows) -> dg.AssetCheckResult:
+    """Our loads compute the id for every row; rows merged by other tools (a half-run
+    zoomcamp flow leaves ids NULL until its UPDATE) would escape the merge's dedup."""
+    count, null_ids = rows.fetch(statements.null_ids(rows.taxi, rows.schema))
+    return rows.result(
+        "ids_not_null",
+        null_ids == 0,
+        metadata={"filename": rows.filename, "rows": count, "rows_without_id": null_ids},
+    )
+
+
+def _no_id_inserted_twice(rows: MonthRows) -> dg.AssetCheckResult:
+    """What "no duplicates" can mean when duplicates inside one file are kept (DESIGN:
+    the totals must equal the CSV row counts): the merge inserts a row only if its id
+    is not in the table yet, so an id of this month's rows must not appear under any
+    other ``filename``. One that does was inserted by two merges blind to each other
+    (concurrent loads without the table lock, or a load that bypassed the check).
+    Repeats *within* the month's rows are the file's own duplicates, reported as
+    metadata (``rows_in_file_duplicates``), not a failure.
+    """
+    with rows.connection.transaction():
+        for setting in ID_LOOKUP_PLAN_SETTINGS:
+            rows.connection.execute(setting)
+        (shared,) = rows.fetch(statements.ids_shared_with_other_files(rows.taxi, rows.schema))
+    count, distinct_ids = rows.fetch(statements.rows_and_distinct_ids(rows.taxi, rows.schema))
+    return rows.result(
+        "no_id_inserted_twice",
+        shared == 0,
+        metadata={
+            "filename": rows.filename,
+            "ids_also_under_other_files": shared,
+            "rows": count,
+            "distinct_ids": distinct_ids,
+            "rows_in_file_duplicates": count - distinct_ids,
+        },
+    )
+
+
+def _pickups_outside_month(rows: MonthRows, warn_above_share: float) -> dg.AssetCheckResult:
+    """Real files always have some (trips reported late, meters with 2008 clocks), so
+    a share is reported and only a large one warns: a file for the wrong month, or a
+    timestamp column parsed in the wrong order, shows up as a share near 1."""
+    count, outside, earliest, latest = rows.fetch(
+        statements.pickups_outside_month(rows.taxi, rows.schema),
+        month_start=rows.month,
+        month_end=next_month(rows.month),
+    )
+    share = outside / count if count else 0.0
+    return rows.result(
+        "pickups_outside_month",
+        share <= warn_above_share,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "filename": rows.filename,
+            "rows": count,
+            "rows_outside_month": outside,
+            "share_outside_month": round(share, 6),
+            "warn_above_share": warn_above_share,
+            "earliest_pickup": str(earliest),
+            "latest_pickup": str(latest),
+        },
+    )
+
+
+def _final_table_missing(taxi: TaxiType, connection: psycopg.Connection, schema: str) -> bool:
+    return not connection.execute(statements.table_exists(taxi, schema)).fetchone()[0]
 
 
 @dg.definitions

@@ -8,12 +8,18 @@
 
 The statements are the zoomcamp GCP flow's (``taxi_platform/lib/sql/bigquery.py``), so tables
 that flow built keep working. ``gcs/bucket`` and ``bigquery/dataset`` create what the
-months need, once.
+months need, once. Every step turns a ``GcpError`` into a ``Failure`` the same way
+(``gcp_step``); the merges into one table share the pool ``bigquery_merge``.
 """
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import dagster as dg
 
 from taxi_platform.defs.trips.raw import describe_month
+from taxi_platform.defs.trips.retention import release_landed_file
 from taxi_platform.lib.asset_keys import (
     BUCKET_ASSET_KEY,
     DATASET_ASSET_KEY,
@@ -24,26 +30,33 @@ from taxi_platform.lib.asset_keys import (
     raw_asset_key,
 )
 from taxi_platform.lib.catalog import TAXIS, TaxiType
-from taxi_platform.lib.landing import LandedFile
+from taxi_platform.lib.landed_month import landed_month_or_fail
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
-from taxi_platform.lib.retention import release_landed_file
 from taxi_platform.lib.sql import bigquery as bq_sql
 from taxi_platform.lib.warehouse import (
     GcpError,
-    GcpPermissionDenied,
-    GcpSettingMissing,
     StatementResult,
+    check_colocated,
+    job_labels,
 )
 from taxi_platform.resources import LandingArea
 from taxi_platform.resources.gcp import TaxiBigQueryResource, TaxiGCSResource
 
 GCP_SETUP_GROUP = "gcp_setup"
+# BigQuery fails the second of two conflicting MERGEs into one table ("Could not serialize
+# access"), so merges queue in a pool of their own; its limit is 1 (see README).
+BIGQUERY_MERGE_POOL = "bigquery_merge"
 
 
-def _failure(describe: str, error: GcpError) -> dg.Failure:
-    # A missing setting or a refused permission will fail the same way on a retry.
-    final = isinstance(error, GcpSettingMissing | GcpPermissionDenied)
-    return dg.Failure(description=f"{describe}: {error}", allow_retries=not final)
+@contextmanager
+def gcp_step(describe: str) -> Iterator[None]:
+    """A ``GcpError`` as the step's Failure; a retry is allowed only where one can help."""
+    try:
+        yield
+    except GcpError as error:
+        raise dg.Failure(
+            description=f"{describe}: {error}", allow_retries=error.retryable
+        ) from None
 
 
 def _job_metadata(prefix: str, result: StatementResult) -> dict:
@@ -55,9 +68,17 @@ def _job_metadata(prefix: str, result: StatementResult) -> dict:
     return metadata
 
 
-def gcp_setup_assets() -> list[dg.AssetsDefinition]:
-    """The bucket and the dataset: created in GCP_LOCATION if absent, else left alone."""
+def _labels(context: dg.AssetExecutionContext, taxi: TaxiType) -> dict[str, str]:
+    return job_labels(taxi.name, context.partition_key, context.asset_key.to_user_string())
 
+
+def _other_location(what: str, found: str | None, wanted: str | None) -> str | None:
+    if found and wanted and found.upper() != wanted.upper():
+        return f"{what} already exists in {found}, not in GCP_LOCATION {wanted}; it is kept"
+    return None
+
+
+def bucket_asset() -> dg.AssetsDefinition:
     @dg.asset(
         key=BUCKET_ASSET_KEY,
         group_name=GCP_SETUP_GROUP,
@@ -65,16 +86,12 @@ def gcp_setup_assets() -> list[dg.AssetsDefinition]:
         description="The GCS bucket the monthly trip files are uploaded to (GCP_BUCKET_NAME).",
     )
     def bucket(context: dg.AssetExecutionContext, gcs: TaxiGCSResource) -> dg.MaterializeResult:
-        try:
+        with gcp_step(f"bucket {gcs.bucket_name or '(unset)'}"):
             state = gcs.ensure_bucket()
-        except GcpError as error:
-            raise _failure(f"bucket {gcs.bucket_name or '(unset)'}", error) from None
-        if not state.created and state.location and gcs.location:
-            if state.location.upper() != gcs.location.upper():
-                context.log.warning(
-                    f"gs://{gcs.bucket_name} already exists in {state.location}, not in "
-                    f"GCP_LOCATION {gcs.location}; it is left as it is"
-                )
+        if not state.created and (
+            note := _other_location(f"gs://{gcs.bucket_name}", state.location, gcs.location)
+        ):
+            context.log.warning(f"{note}; bigquery/dataset checks BigQuery can read it")
         return dg.MaterializeResult(
             metadata={
                 "bucket": f"gs://{gcs.bucket_name}",
@@ -83,55 +100,69 @@ def gcp_setup_assets() -> list[dg.AssetsDefinition]:
             }
         )
 
+    return bucket
+
+
+def dataset_asset() -> dg.AssetsDefinition:
     @dg.asset(
         key=DATASET_ASSET_KEY,
         group_name=GCP_SETUP_GROUP,
         kinds={"bigquery"},
-        description="The BigQuery dataset that holds the trip tables (GCP_DATASET).",
+        description="The BigQuery dataset that holds the trip tables (GCP_DATASET); jobs "
+        "run in its location, which must be able to read the bucket.",
     )
     def dataset(
-        context: dg.AssetExecutionContext, bigquery: TaxiBigQueryResource
+        context: dg.AssetExecutionContext, bigquery: TaxiBigQueryResource, gcs: TaxiGCSResource
     ) -> dg.MaterializeResult:
-        try:
+        with gcp_step(f"dataset {bigquery.dataset or '(unset)'}"):
             dataset_name, location = bigquery.required_dataset, bigquery.required_location
             with bigquery.warehouse() as warehouse:
                 state = warehouse.ensure_dataset(dataset_name, location)
-                project = warehouse.project
-                engine = warehouse.engine
-        except GcpError as error:
-            raise _failure(f"dataset {bigquery.dataset or '(unset)'}", error) from None
-        if not state.created and state.location and state.location.upper() != location.upper():
-            context.log.warning(
-                f"dataset {project}.{dataset_name} already exists in {state.location}, not in "
-                f"GCP_LOCATION {location}; it is left as it is"
-            )
+                dataset_id, engine = f"{warehouse.project}.{dataset_name}", warehouse.engine
+            bucket_location = gcs.existing_bucket_location() if state.location else None
+            if state.location and bucket_location:
+                check_colocated(dataset_id, state.location, gcs.required_bucket, bucket_location)
+        if not state.created and (note := _other_location(dataset_id, state.location, location)):
+            context.log.warning(f"{note}; jobs run in {state.location}")
         return dg.MaterializeResult(
             metadata={
-                "dataset": f"{project}.{dataset_name}",
+                "dataset": dataset_id,
                 "created": state.created,
                 "location": state.location or "",
                 "engine": engine,
             }
         )
 
-    return [bucket, dataset]
+    return dataset
 
 
-def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
-    """The four monthly assets of one taxi type's Google Cloud path."""
-    group = f"{taxi.name}_trips"
+def gcp_setup_assets() -> list[dg.AssetsDefinition]:
+    """The bucket and the dataset: created in GCP_LOCATION if absent, else left alone."""
+    return [bucket_asset(), dataset_asset()]
 
-    @dg.asset(
-        key=gcs_asset_key(taxi),
-        deps=[raw_asset_key(taxi), BUCKET_ASSET_KEY],
+
+def _monthly(taxi: TaxiType, key: dg.AssetKey, deps: list, kind: str, description: str):
+    """The decorator every monthly asset of the path shares."""
+    return dg.asset(
+        key=key,
+        deps=deps,
         partitions_def=MONTHLY_PARTITIONS,
-        group_name=group,
-        kinds={"gcs"},
+        group_name=f"{taxi.name}_trips",
+        kinds={kind},
         tags={"taxi": taxi.name},
-        description=(
-            f"The month's {taxi.name} CSV in the bucket, as gs://{{bucket}}/"
-            f"{taxi.name}_tripdata_YYYY-MM.csv; its MD5 checked against the landed file."
-        ),
+        description=description,
+        pool=BIGQUERY_MERGE_POOL if key == bigquery_asset_key(taxi) else None,
+    )
+
+
+def gcs_csv_asset(taxi: TaxiType) -> dg.AssetsDefinition:
+    @_monthly(
+        taxi,
+        gcs_asset_key(taxi),
+        [raw_asset_key(taxi), BUCKET_ASSET_KEY],
+        "gcs",
+        f"The month's {taxi.name} CSV in the bucket, as gs://{{bucket}}/"
+        f"{taxi.name}_tripdata_YYYY-MM.csv; its MD5 checked against the landed file.",
     )
     def gcs_csv(
         context: dg.AssetExecutionContext, gcs: TaxiGCSResource, landing: LandingArea
@@ -139,16 +170,9 @@ def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         month = month_start(context.partition_key)
         describe = describe_month(taxi, context.partition_key)
         csv_path = landing.csv_path(taxi, month)
-        landed = LandedFile.read_sidecar(csv_path)
-        if landed is None:
-            raise dg.Failure(
-                description=f"{describe}: no landed file at {csv_path}; materialize "
-                f"{raw_asset_key(taxi).to_user_string()} for this month first"
-            )
-        try:
+        landed = landed_month_or_fail(csv_path, taxi, describe)
+        with gcp_step(describe):
             result = gcs.upload_file(csv_path, bq_sql.object_name(taxi, month))
-        except GcpError as error:
-            raise _failure(describe, error) from None
         context.log.info(
             f"{describe}: {'uploaded to' if result.uploaded else 'already at'} {result.uri}"
         )
@@ -157,7 +181,7 @@ def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
             metadata={
                 "uri": result.uri,
                 "bytes": result.bytes,
-                "rows": landed.rows,
+                "rows": landed.rows,  # what the month table is checked against
                 "md5": result.md5_base64,
                 "uploaded": result.uploaded,
                 "generation": result.generation or 0,
@@ -165,77 +189,107 @@ def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
             }
         )
 
-    @dg.asset(
-        key=external_asset_key(taxi),
-        deps=[gcs_csv, DATASET_ASSET_KEY],
-        partitions_def=MONTHLY_PARTITIONS,
-        group_name=group,
-        kinds={"bigquery"},
-        tags={"taxi": taxi.name},
-        description=(
-            f"{{dataset}}.{taxi.name}_tripdata_YYYY_MM_ext: an external table over the month's "
-            "object, with the catalogue's columns and types."
-        ),
+    return gcs_csv
+
+
+def external_asset(taxi: TaxiType) -> dg.AssetsDefinition:
+    @_monthly(
+        taxi,
+        external_asset_key(taxi),
+        [gcs_asset_key(taxi), DATASET_ASSET_KEY],
+        "bigquery",
+        f"{{dataset}}.{taxi.name}_tripdata_YYYY_MM_ext: an external table over the month's "
+        "object, with the catalogue's columns and types.",
     )
     def external(
         context: dg.AssetExecutionContext, bigquery: TaxiBigQueryResource, gcs: TaxiGCSResource
     ) -> dg.MaterializeResult:
         month = month_start(context.partition_key)
-        describe = describe_month(taxi, context.partition_key)
         table = bq_sql.external_table(taxi, month)
-        try:
-            project, dataset = bigquery.required_project, bigquery.required_dataset
-            uri = bq_sql.gcs_uri(gcs.required_bucket, taxi, month)
-            with bigquery.warehouse() as warehouse:
+        with gcp_step(describe_month(taxi, context.partition_key)):
+            project, dataset, bucket = (
+                bigquery.required_project,
+                bigquery.required_dataset,
+                gcs.required_bucket,
+            )
+            with bigquery.warehouse(reads_bucket=bucket) as warehouse:
+                dataset_location = warehouse.dataset_location()
+                if dataset_location:  # BigQuery cannot read a bucket elsewhere: say so first
+                    check_colocated(
+                        f"{project}.{dataset}", dataset_location, bucket, gcs.bucket_location()
+                    )
                 result = warehouse.run(
-                    bq_sql.create_external_table(taxi, project, dataset, gcs.required_bucket, month)
+                    bq_sql.create_external_table(taxi, project, dataset, bucket, month),
+                    _labels(context, taxi),
                 )
                 link = warehouse.table_link(dataset, table)
-        except GcpError as error:
-            raise _failure(describe, error) from None
         return dg.MaterializeResult(
             metadata={
                 "table": bq_sql.table_id(project, dataset, table),
-                "uri": uri,
+                "uri": bq_sql.gcs_uri(bucket, taxi, month),
                 "console": link,
                 **_job_metadata("create", result),
             }
         )
 
-    @dg.asset(
-        key=month_asset_key(taxi),
-        deps=[external],
-        partitions_def=MONTHLY_PARTITIONS,
-        group_name=group,
-        kinds={"bigquery"},
-        tags={"taxi": taxi.name},
-        description=(
-            f"{{dataset}}.{taxi.name}_tripdata_YYYY_MM: the month as a native table, with "
-            "unique_row_id (MD5 of the zoomcamp's five columns) and filename."
-        ),
+    return external
+
+
+def uploaded_rows(context: dg.AssetExecutionContext, taxi: TaxiType, describe: str) -> int:
+    """The rows of the file the GCS asset uploaded for this month, from its materialization.
+
+    Not from the landed file's sidecar: with the default retention that file is gone once
+    the upload is done, and the guard must hold whatever the retention.
+    """
+    upload_key = gcs_asset_key(taxi)
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=upload_key, asset_partitions=[context.partition_key]),
+        limit=1,
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    rows = materialization.metadata.get("rows") if materialization else None
+    if rows is None:
+        raise dg.Failure(
+            description=f"{describe}: {upload_key.to_user_string()} has no materialization "
+            "with a row count for this month; materialize it first"
+        )
+    return int(rows.value)
+
+
+def month_table_asset(taxi: TaxiType) -> dg.AssetsDefinition:
+    @_monthly(
+        taxi,
+        month_asset_key(taxi),
+        [external_asset_key(taxi)],
+        "bigquery",
+        f"{{dataset}}.{taxi.name}_tripdata_YYYY_MM: the month as a native table, with "
+        "unique_row_id (MD5 of the zoomcamp's five columns) and filename.",
     )
     def month_table(
-        context: dg.AssetExecutionContext, bigquery: TaxiBigQueryResource, landing: LandingArea
+        context: dg.AssetExecutionContext, bigquery: TaxiBigQueryResource, gcs: TaxiGCSResource
     ) -> dg.MaterializeResult:
         month = month_start(context.partition_key)
         describe = describe_month(taxi, context.partition_key)
         table = bq_sql.month_table(taxi, month)
-        try:
+        expected_rows = uploaded_rows(context, taxi, describe)
+        labels = _labels(context, taxi)
+        with gcp_step(describe):
             project, dataset = bigquery.required_project, bigquery.required_dataset
-            with bigquery.warehouse() as warehouse:
-                result = warehouse.run(bq_sql.create_month_table(taxi, project, dataset, month))
-                rows = int(warehouse.scalar(bq_sql.count_rows(project, dataset, table)))
+            # This statement reads the object: a refused storage.* names the bucket.
+            with bigquery.warehouse(reads_bucket=gcs.bucket_name) as warehouse:
+                result = warehouse.run(
+                    bq_sql.create_month_table(taxi, project, dataset, month), labels
+                )
+                rows = int(warehouse.scalar(bq_sql.count_rows(project, dataset, table), labels))
                 link = warehouse.table_link(dataset, table)
-        except GcpError as error:
-            raise _failure(describe, error) from None
-        landed = LandedFile.read_sidecar(landing.csv_path(taxi, month))
-        if landed is not None and landed.rows != rows:
-            raise dg.Failure(
-                description=f"{describe}: the month table has {rows:,} rows, the landed file "
-                f"{landed.rows:,}; BigQuery read the object differently from the file"
-            )
         if rows == 0:
             raise dg.Failure(description=f"{describe}: the month table {table} is empty")
+        if rows != expected_rows:
+            raise dg.Failure(
+                description=f"{describe}: the month table {table} has {rows:,} rows, the "
+                f"uploaded file {expected_rows:,}; BigQuery read the object "
+                f"{bq_sql.object_name(taxi, month)} differently from the file"
+            )
         return dg.MaterializeResult(
             metadata={
                 "table": bq_sql.table_id(project, dataset, table),
@@ -246,47 +300,47 @@ def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
             }
         )
 
-    @dg.asset(
-        key=bigquery_asset_key(taxi),
-        deps=[month_table],
-        partitions_def=MONTHLY_PARTITIONS,
-        group_name=group,
-        kinds={"bigquery"},
-        tags={"taxi": taxi.name},
-        description=(
-            f"{{dataset}}.{taxi.table}: every {taxi.name} trip loaded so far, partitioned by "
-            "pickup day; a month's rows whose id is new are merged in."
-        ),
+    return month_table
+
+
+def _merge_metadata(created: StatementResult, merged: StatementResult) -> dict[str, Any]:
+    if merged.bytes_processed is None:
+        return {}  # the local stand-in does not measure what BigQuery would bill
+    return {"bytes_processed": (created.bytes_processed or 0) + merged.bytes_processed}
+
+
+def final_asset(taxi: TaxiType) -> dg.AssetsDefinition:
+    @_monthly(
+        taxi,
+        bigquery_asset_key(taxi),
+        [month_asset_key(taxi)],
+        "bigquery",
+        f"{{dataset}}.{taxi.table}: every {taxi.name} trip loaded so far, partitioned by "
+        "pickup day; a month's rows whose id is new are merged in.",
     )
     def final(
         context: dg.AssetExecutionContext, bigquery: TaxiBigQueryResource
     ) -> dg.MaterializeResult:
         month = month_start(context.partition_key)
         describe = describe_month(taxi, context.partition_key)
-        try:
+        labels = _labels(context, taxi)
+        with gcp_step(describe):
             project, dataset = bigquery.required_project, bigquery.required_dataset
-            with bigquery.warehouse() as warehouse:
-                created = warehouse.run(bq_sql.create_final_table(taxi, project, dataset))
-                merged = warehouse.run(bq_sql.merge_month(taxi, project, dataset, month))
-                month_rows = int(
-                    warehouse.scalar(
-                        bq_sql.count_rows(project, dataset, bq_sql.month_table(taxi, month))
-                    )
-                )
-                table_rows = int(warehouse.scalar(bq_sql.count_rows(project, dataset, taxi.table)))
-                link = warehouse.table_link(dataset, taxi.table)
-                engine = warehouse.engine
-        except GcpError as error:
-            raise _failure(describe, error) from None
+            month_ref = bq_sql.count_rows(project, dataset, bq_sql.month_table(taxi, month))
+            with bigquery.warehouse(on_retry=context.log.warning) as warehouse:
+                created = warehouse.run(bq_sql.create_final_table(taxi, project, dataset), labels)
+                for statement in bq_sql.add_optional_columns(taxi, project, dataset):
+                    warehouse.run(statement, labels)
+                merged = warehouse.run(bq_sql.merge_month(taxi, project, dataset, month), labels)
+                month_rows = int(warehouse.scalar(month_ref, labels))
+                count_all = bq_sql.count_rows(project, dataset, taxi.table)
+                table_rows = int(warehouse.scalar(count_all, labels))
+                link, engine = warehouse.table_link(dataset, taxi.table), warehouse.engine
         rows_inserted = merged.rows_affected or 0
         context.log.info(
             f"{describe}: {rows_inserted:,} rows inserted, "
             f"{month_rows - rows_inserted:,} already present"
         )
-        if merged.bytes_processed is not None:
-            processed = {"bytes_processed": (created.bytes_processed or 0) + merged.bytes_processed}
-        else:
-            processed = {}  # the local stand-in does not measure what BigQuery would bill
         return dg.MaterializeResult(
             metadata={
                 "table": bq_sql.table_id(project, dataset, taxi.table),
@@ -296,7 +350,7 @@ def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
                 "table_rows": table_rows,
                 "dagster/row_count": table_rows,
                 "filename": taxi.csv_name(month),
-                **processed,
+                **_merge_metadata(created, merged),
                 "engine": engine,
                 "console": link,
                 **_job_metadata("create", created),
@@ -304,7 +358,12 @@ def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
             }
         )
 
-    return [gcs_csv, external, month_table, final]
+    return final
+
+
+def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
+    """The four monthly assets of one taxi type's Google Cloud path."""
+    return [gcs_csv_asset(taxi), external_asset(taxi), month_table_asset(taxi), final_asset(taxi)]
 
 
 @dg.definitions

@@ -8,14 +8,11 @@ Kestra flows' labels as tags, ``taxi`` and ``file``, so runs can be filtered the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
+from typing import Protocol
 
 import dagster as dg
-
-# What define_asset_job returns; dagster does not export the class, only the function.
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition as AssetJob,
-)
 
 from taxi_platform.lib.asset_keys import (
     final_asset_key,
@@ -25,6 +22,19 @@ from taxi_platform.lib.asset_keys import (
 )
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
+
+
+class AssetJob(Protocol):
+    """What ``define_asset_job`` returns: Dagster exports the function, not the class, so
+    this names the part of it that schedules and sensors use."""
+
+    name: str
+    tags: Mapping[str, str]
+
+    def run_request_for_partition(
+        self, partition_key: str, run_key: str | None, tags: Mapping[str, str] | None = None
+    ) -> dg.RunRequest: ...
+
 
 TARGETS = ("postgres", "gcp")
 # Key prefixes of the Google Cloud path's assets (taxi_platform.defs.trips.gcp).

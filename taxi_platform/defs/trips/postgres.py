@@ -8,25 +8,32 @@ import dagster as dg
 import psycopg
 
 from taxi_platform.defs.trips.raw import build_raw_asset, describe_month
+from taxi_platform.defs.trips.retention import release_landed_file
 from taxi_platform.lib.asset_keys import final_asset_key, raw_asset_key, staging_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
+from taxi_platform.lib.landed_month import landed_month_or_fail
 from taxi_platform.lib.landing import LandedFile
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
 from taxi_platform.lib.pool_wait import DATABASE_POOL
 from taxi_platform.lib.postgres_load import (
     DatabaseWentAway,
     LoadError,
+    StageResult,
     database_went_away,
     merge_month,
     stage_month,
     went_away,
 )
-from taxi_platform.lib.retention import release_landed_file
 from taxi_platform.lib.run_liveness import earlier_live_runs_of_step, record_run_error
+from taxi_platform.lib.table_schema import postgres_table_schema
 from taxi_platform.resources import LandingArea, PostgresResource
 
 # The steps that load the database share one pool (DATABASE_POOL), so a long backfill
 # cannot open more COPYs and merges at once than dagster.yaml's pool limit allows.
+OWNERS = ["team:taxi-platform"]
+# Bumped when what a step writes changes (the UI then flags months loaded by older code).
+CODE_VERSION = "2"
+ROWS_CHECK = "file_rows_equal_staged_rows"
 
 
 class StagingConfig(dg.Config):
@@ -75,20 +82,61 @@ def _give_way_to_an_earlier_run(context: dg.AssetExecutionContext, describe: str
         )
 
 
-def build_postgres_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
-    @dg.asset(
-        key=staging_asset_key(taxi),
-        deps=[raw_asset_key(taxi)],
+def _database_asset(taxi: TaxiType, **kwargs) -> dict:
+    """What every Postgres asset of a taxi type declares alike."""
+    return dict(
         partitions_def=MONTHLY_PARTITIONS,
         group_name=f"{taxi.name}_trips",
         kinds={"postgres"},
         pool=DATABASE_POOL,
         tags={"taxi": taxi.name},
-        description=(
-            f"The month's {taxi.name} rows COPYed into an unlogged table of their own "
-            f"(taxi_staging.{taxi.name}_tripdata_YYYY_MM), private to the month; the merge "
-            "computes unique_row_id and filename as it moves them."
-        ),
+        owners=OWNERS,
+        code_version=CODE_VERSION,
+        **kwargs,
+    )
+
+
+def _rows_check(taxi: TaxiType, landed: LandedFile, staged: StageResult) -> dg.AssetCheckResult:
+    """Every line of the landed file became one staged row.
+
+    ``file_rows`` are the lines counted while the file was gunzipped, ``rows_staged`` what
+    COPY reported. They differ when COPY read lines differently from the file's line count,
+    e.g. a quoted field spanning two lines, which would silently shift every count users
+    compare with the TLC's. Checked in the staging step itself, with both numbers at hand.
+    """
+    return dg.AssetCheckResult(
+        asset_key=staging_asset_key(taxi),
+        check_name=ROWS_CHECK,
+        passed=landed.rows == staged.rows_staged,
+        metadata={
+            "file_rows": landed.rows,
+            "rows_staged": staged.rows_staged,
+            "difference": landed.rows - staged.rows_staged,
+            "already_loaded": staged.already_loaded,
+        },
+    )
+
+
+def build_staging_asset(taxi: TaxiType) -> dg.AssetsDefinition:
+    @dg.asset(
+        **_database_asset(
+            taxi,
+            key=staging_asset_key(taxi),
+            deps=[raw_asset_key(taxi)],
+            check_specs=[
+                dg.AssetCheckSpec(
+                    ROWS_CHECK,
+                    asset=staging_asset_key(taxi),
+                    partitions_def=MONTHLY_PARTITIONS,
+                    description="Every line of the landed file became one staged row.",
+                )
+            ],
+            description=(
+                f"The month's {taxi.name} rows COPYed into an unlogged table of their own "
+                f"(taxi_staging.{taxi.name}_tripdata_YYYY_MM), private to the month; the "
+                "merge computes unique_row_id and filename as it moves them."
+            ),
+        )
     )
     def staging(
         context: dg.AssetExecutionContext,
@@ -100,14 +148,9 @@ def build_postgres_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         describe = describe_month(taxi, context.partition_key)
         _give_way_to_an_earlier_run(context, describe)
         csv_path = landing.csv_path(taxi, month)
-        landed = LandedFile.read_sidecar(csv_path)
-        if landed is None:
-            raise dg.Failure(
-                description=f"{describe}: no landed file at {csv_path}; materialize "
-                f"{raw_asset_key(taxi).to_user_string()} for this month first"
-            )
+        landed = landed_month_or_fail(csv_path, taxi, describe)
         with _reported(context, describe, "staging"), postgres.connect() as connection:
-            result = stage_month(
+            staged = stage_month(
                 connection,
                 taxi,
                 month,
@@ -117,55 +160,66 @@ def build_postgres_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
                 postgres.final_schema,
                 force=config.force_reload,
             )
-        if result.already_loaded:
+        if staged.already_loaded:
             context.log.info(f"{describe}: this exact file is already merged; nothing staged")
         release_landed_file(context, landing, taxi, month)
         return dg.MaterializeResult(
             metadata={
-                "rows_staged": result.rows_staged,
+                "rows_staged": staged.rows_staged,
                 "file_rows": landed.rows,
-                "already_loaded": result.already_loaded,
+                "already_loaded": staged.already_loaded,
                 "sha256": landed.sha256,
                 "database": postgres.describe(),
-            }
+            },
+            check_results=[_rows_check(taxi, landed, staged)],
         )
 
+    return staging
+
+
+def build_postgres_table_asset(taxi: TaxiType) -> dg.AssetsDefinition:
     @dg.asset(
-        key=final_asset_key(taxi),
-        deps=[staging],
-        partitions_def=MONTHLY_PARTITIONS,
-        group_name=f"{taxi.name}_trips",
-        kinds={"postgres"},
-        pool=DATABASE_POOL,
-        tags={"taxi": taxi.name},
-        description=(
-            f"public.{taxi.table}: every {taxi.name} trip loaded so far, in the zoomcamp "
-            "table's columns and types; a month's new ids are merged in one transaction."
-        ),
+        **_database_asset(
+            taxi,
+            key=final_asset_key(taxi),
+            deps=[staging_asset_key(taxi)],
+            metadata={
+                "dagster/table_name": f"public.{taxi.table}",
+                "dagster/column_schema": postgres_table_schema(taxi),
+            },
+            description=(
+                f"public.{taxi.table}: every {taxi.name} trip loaded so far, in the zoomcamp "
+                "table's columns and types; a month's new ids are merged in one transaction."
+            ),
+        )
     )
-    def final(
+    def postgres_table(
         context: dg.AssetExecutionContext, postgres: PostgresResource
     ) -> dg.MaterializeResult:
         month = month_start(context.partition_key)
         describe = describe_month(taxi, context.partition_key)
         with _reported(context, describe, "the merge"), postgres.connect() as connection:
-            result = merge_month(connection, taxi, month, describe, postgres.final_schema)
+            merged = merge_month(connection, taxi, month, describe, postgres.final_schema)
         context.log.info(
-            f"{describe}: {result.rows_inserted:,} rows inserted, "
-            f"{result.rows_already_present:,} already present"
+            f"{describe}: {merged.rows_inserted:,} rows inserted, "
+            f"{merged.rows_already_present:,} already present"
         )
         return dg.MaterializeResult(
             metadata={
-                "rows_staged": result.rows_staged,
-                "rows_inserted": result.rows_inserted,
-                "rows_already_present": result.rows_already_present,
-                "already_loaded": result.already_loaded,
+                "rows_staged": merged.rows_staged,
+                "rows_inserted": merged.rows_inserted,
+                "rows_already_present": merged.rows_already_present,
+                "already_loaded": merged.already_loaded,
                 "table": f"{postgres.final_schema}.{taxi.table}",
                 "filename": taxi.csv_name(month),
             }
         )
 
-    return [staging, final]
+    return postgres_table
+
+
+def build_postgres_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
+    return [build_staging_asset(taxi), build_postgres_table_asset(taxi)]
 
 
 @dg.definitions

@@ -1,4 +1,11 @@
-"""``raw/{taxi}_tripdata_csv``: the month's CSV, landed and checked."""
+"""``raw/{taxi}_tripdata_csv``: the month's CSV, landed and checked.
+
+The month comes from the source that serves it (``TripFileSource.source_for``): a course
+release is gunzipped, a TLC Parquet file converted to the same CSV (``lib/tlc_parquet``).
+"""
+
+import functools
+from datetime import date
 
 import dagster as dg
 
@@ -11,8 +18,9 @@ from taxi_platform.lib.landing import (
     land_month,
 )
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
+from taxi_platform.lib.tlc_parquet import ParquetMonthWriter
 from taxi_platform.resources import LandingArea, TripFileSource
-from taxi_platform.resources.trip_source import MonthNotPublished, SourceUnavailable
+from taxi_platform.resources.trip_source import TLC, MonthNotPublished, SourceUnavailable
 
 # Transient trouble (a 5xx burst, or transfers cut more often than the source's own
 # attempts allow) gets more chances; a month that is not published, a wrong file or a full
@@ -22,9 +30,19 @@ DOWNLOAD_RETRY_POLICY = dg.RetryPolicy(
 )
 
 
-def describe_month(taxi: TaxiType, partition_key: str) -> str:
-    """How every message names a month: the file and the partition."""
-    return f"{taxi.csv_name(month_start(partition_key))} (partition {taxi.name} {partition_key})"
+def describe_month(taxi: TaxiType, partition_key: str, source: str = "") -> str:
+    """How every message names a month: the file (the TLC's Parquet file for a TLC month)
+    and the partition."""
+    month = month_start(partition_key)
+    file = taxi.parquet_name(month) if source == TLC else taxi.csv_name(month)
+    return f"{file} (partition {taxi.name} {partition_key})"
+
+
+def _landing_plan(taxi: TaxiType, month: date, source: str) -> tuple[tuple[str, ...], dict]:
+    """The CSV header a month lands with, and how its bytes become that CSV."""
+    if source == TLC:
+        return taxi.full_header, {"writer": functools.partial(ParquetMonthWriter, taxi)}
+    return taxi.header, {}
 
 
 def build_raw_asset(taxi: TaxiType) -> dg.AssetsDefinition:
@@ -36,30 +54,34 @@ def build_raw_asset(taxi: TaxiType) -> dg.AssetsDefinition:
         retry_policy=DOWNLOAD_RETRY_POLICY,
         tags={"taxi": taxi.name},
         description=(
-            f"The month's {taxi.name} trip file from the release source, gunzipped into the "
-            "landing area; its header checked against the catalogue."
+            f"The month's {taxi.name} trip file from the source that serves it (the course "
+            "releases' CSV.gz gunzipped, or the TLC's Parquet converted to the same CSV) in "
+            "the landing area; its header checked against the catalogue."
         ),
     )
     def raw_csv(
         context: dg.AssetExecutionContext, trip_source: TripFileSource, landing: LandingArea
     ) -> dg.MaterializeResult:
         month = month_start(context.partition_key)
-        describe = describe_month(taxi, context.partition_key)
+        source = trip_source.source_for(month)
+        describe = describe_month(taxi, context.partition_key, source)
         url = trip_source.url_for(taxi, month)
+        header, convert = _landing_plan(taxi, month, source)
         try:
             landed = land_month(
                 trip_source,
                 url,
                 landing.csv_path(taxi, month),
-                taxi.header,
+                header,
                 describe,
                 log=context.log.info,
+                **convert,
             )
         except MonthNotPublished:
             raise dg.Failure(
                 description=(
-                    f"{describe}: the month is not published at the source ({url} answered "
-                    "404). Published months: 2019-01 to 2021-07."
+                    f"{describe}: the month is not published by the {source} source ({url} "
+                    f"answered 404); {trip_source.served_months(source)}."
                 ),
                 allow_retries=False,
             ) from None
@@ -70,11 +92,12 @@ def build_raw_asset(taxi: TaxiType) -> dg.AssetsDefinition:
         except (BadTripFile, LandingAreaFull) as error:
             raise dg.Failure(description=str(error), allow_retries=False) from None
         context.log.info(
-            f"{describe}: {'downloaded' if landed.downloaded else 'already landed'}, "
-            f"{landed.rows:,} rows"
+            f"{describe}: {'downloaded' if landed.downloaded else 'already landed'} from "
+            f"the {source} source, {landed.rows:,} rows"
         )
         return dg.MaterializeResult(
             metadata={
+                "source": source,
                 "url": dg.MetadataValue.url(url),
                 "path": dg.MetadataValue.path(landed.path),
                 "bytes": landed.bytes,

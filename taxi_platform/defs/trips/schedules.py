@@ -10,6 +10,12 @@ time-partitioned job (the schedule would run in the partitions' time zone, UTC),
 schedules are built here: cron and time zone of our choosing, the month computed from the
 tick's date in that time zone, the run requested through the job (so it gets the job's
 per-month tags).
+
+A tick asks the source that serves the month (one HEAD) before requesting its run: the TLC
+publishes a month about two months after it ends, so the tick of 1 March usually finds
+February unpublished. It then skips, with a reason that names the URL and the months the
+source serves, instead of starting a run that can only fail; ``new_release_sensor``
+requests the month when it appears.
 """
 
 from datetime import date, datetime, time, timezone
@@ -20,7 +26,9 @@ import dagster as dg
 from taxi_platform.defs.resources import DEFAULT_TIMEZONE, schedule_timezone
 from taxi_platform.defs.trips.jobs import TAXI_JOBS, AssetJob
 from taxi_platform.lib.catalog import TAXIS
-from taxi_platform.lib.months import next_month, partition_key
+from taxi_platform.lib.months import next_month, partition_key, previous_month
+from taxi_platform.lib.source_errors import SourceUnavailable
+from taxi_platform.resources import TripFileSource
 
 # Kestra's triggers: green first, yellow an hour later (they share the database).
 CRON_SCHEDULES = {"green": "0 9 1 * *", "yellow": "0 10 1 * *"}
@@ -36,10 +44,7 @@ def month_to_load(scheduled_execution_time: datetime, execution_timezone: str) -
     if scheduled_execution_time.tzinfo is None:
         scheduled_execution_time = scheduled_execution_time.replace(tzinfo=timezone.utc)
     local_day = scheduled_execution_time.astimezone(ZoneInfo(execution_timezone)).date()
-    first_of_month = local_day.replace(day=1)
-    if first_of_month.month == 1:
-        return date(first_of_month.year - 1, 12, 1)
-    return first_of_month.replace(month=first_of_month.month - 1)
+    return previous_month(local_day)
 
 
 def build_schedule(
@@ -62,7 +67,9 @@ def build_schedule(
             f"{job.name}."
         ),
     )
-    def monthly(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    def monthly(
+        context: dg.ScheduleEvaluationContext, trip_source: TripFileSource
+    ) -> dg.RunRequest | dg.SkipReason:
         scheduled = context.scheduled_execution_time or datetime.now(timezone.utc)
         if scheduled.tzinfo is None:
             scheduled = scheduled.replace(tzinfo=timezone.utc)
@@ -75,10 +82,34 @@ def build_schedule(
                 f"{key}: the month is not over in UTC (the partitions' calendar) at "
                 f"{scheduled.isoformat()}; schedule later in the day in {execution_timezone}"
             )
+        unpublished = unpublished_reason(trip_source, taxi_name, month)
+        if unpublished is not None:
+            return dg.SkipReason(unpublished)
         # run_key: one run per month, even if a tick is evaluated again after a restart.
         return job.run_request_for_partition(partition_key=key, run_key=key, current_time=scheduled)
 
     return monthly
+
+
+def unpublished_reason(trip_source: TripFileSource, taxi_name: str, month: date) -> str | None:
+    """Why the month cannot load yet (its URL answered 404), or None when it is published.
+
+    A source in trouble (5xx, timeouts) is no reason to skip: the run is requested and its
+    own retries deal with it, so a month is never silently left out.
+    """
+    taxi = TAXIS[taxi_name]
+    url = trip_source.url_for(taxi, month)
+    try:
+        if trip_source.is_published(url):
+            return None
+    except SourceUnavailable:
+        return None
+    source = trip_source.source_for(month)
+    return (
+        f"{partition_key(month)}: {taxi.name} {month:%Y-%m} is not published yet by the "
+        f"{source} source ({url} answered 404; {trip_source.served_months(source)}); "
+        "new_release_sensor requests it once it appears"
+    )
 
 
 def build_schedules(

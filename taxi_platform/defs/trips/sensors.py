@@ -1,8 +1,9 @@
 """Sensors: a month published upstream, a month landed downstream, a backfill run tagged.
 
 - ``new_release_sensor`` answers "the schedule fired before the data was out": it asks the
-  trip file source (one HEAD per taxi type) whether the month after the last one it saw
-  is published, and requests that month's runs when it is.
+  source that serves the month after the last one it saw (one HEAD per taxi type: the
+  course releases or the TLC) whether it is published, and requests that month's runs
+  when it is.
 - ``{taxi}_monthly_summary_sensor`` watches the final table's materializations and
   requests the month's ``reports/{taxi}_monthly_summary``.
 - ``backfill_run_tags`` gives asset-backfill runs the ``file`` tag that Dagster cannot put
@@ -25,29 +26,47 @@ from taxi_platform.defs.trips.jobs import (
     taxi_of_asset_key,
 )
 from taxi_platform.lib.asset_keys import final_asset_key
-from taxi_platform.lib.catalog import LAST_PUBLISHED_MONTH, TAXIS
-from taxi_platform.lib.months import month_start, next_month, parse_month, partition_key
+from taxi_platform.lib.catalog import TAXIS
+from taxi_platform.lib.months import (
+    month_start,
+    months_before,
+    next_month,
+    parse_month,
+    partition_key,
+)
 from taxi_platform.lib.run_liveness import reap_dead_runs
 from taxi_platform.resources import TripFileSource
 
 # A source that publishes many months at once (a mirror being filled) is caught up over
 # several ticks rather than by one tick requesting dozens of runs.
 MAX_NEW_MONTHS_PER_TICK = 6
+RELEASE_SENSOR_LOOKBACK_MONTHS = 4
 SUMMARY_EVENTS_PER_TICK = 100
 
 
-def _release_cursor(cursor: str | None) -> dict[str, date]:
+def _release_cursor(cursor: str | None, start: date) -> dict[str, date]:
     """Per taxi type, the last month the sensor has seen published (JSON in the cursor).
 
-    Without a cursor, the last month the releases are known to hold (the catalogue's
-    ``LAST_PUBLISHED_MONTH``): history is loaded by backfills, not by this sensor. Set the
-    cursor from the sensor's page to start elsewhere: ``{"green": "2019-06"}``.
+    Without a cursor, ``start`` (see ``release_sensor_start``): history is loaded by
+    backfills, not by this sensor. Set the cursor from the sensor's page to start
+    elsewhere: ``{"green": "2019-06"}``.
     """
-    seen = {name: LAST_PUBLISHED_MONTH for name in TAXIS}
+    seen = {name: start for name in TAXIS}
     if cursor:
         for name, month in json.loads(cursor).items():
             seen[name] = parse_month(month)
     return seen
+
+
+def release_sensor_start(trip_source: TripFileSource, current_month: date) -> date:
+    """Where a sensor without a cursor starts: the last course month when only the course
+    releases are used; otherwise four months before the current one, so that its first
+    ticks request the TLC's latest months (published about two months after they end),
+    then each new one."""
+    last_course_month = trip_source.last_served_month()
+    if last_course_month is not None:
+        return last_course_month
+    return months_before(current_month, RELEASE_SENSOR_LOOKBACK_MONTHS)
 
 
 def build_new_release_sensor(
@@ -73,9 +92,9 @@ def build_new_release_sensor(
     def new_release_sensor(
         context: dg.SensorEvaluationContext, trip_source: TripFileSource
     ) -> dg.SensorResult:
-        seen = _release_cursor(context.cursor)
         # A month is a partition once it is over (UTC); its file cannot be complete before.
         current_month = datetime.now(timezone.utc).date().replace(day=1)
+        seen = _release_cursor(context.cursor, release_sensor_start(trip_source, current_month))
         run_requests: list[dg.RunRequest] = []
         for taxi_name, taxi_jobs in jobs_by_taxi.items():
             taxi = TAXIS[taxi_name]
@@ -84,10 +103,17 @@ def build_new_release_sensor(
                 if candidate >= current_month:
                     break
                 url = trip_source.url_for(taxi, candidate)
+                source = trip_source.source_for(candidate)
                 if not trip_source.is_published(url):
-                    context.log.info(f"{taxi.csv_name(candidate)}: not published yet ({url})")
+                    context.log.info(
+                        f"{taxi.csv_name(candidate)}: not published yet by the {source} source "
+                        f"({url}; {trip_source.served_months(source)})"
+                    )
                     break
-                context.log.info(f"{taxi.csv_name(candidate)}: published, requesting its runs")
+                context.log.info(
+                    f"{taxi.csv_name(candidate)}: published by the {source} source ({url}), "
+                    "requesting its runs"
+                )
                 key = partition_key(candidate)
                 run_requests.extend(
                     job.run_request_for_partition(
@@ -112,13 +138,15 @@ def build_summary_sensor(
 ) -> dg.SensorDefinition:
     """An asset sensor on one final table: each month that lands gets its summary rebuilt.
 
-    Written on the event log rather than with ``@asset_sensor``, which hands a tick only
-    the latest materialization: when a backfill lands three months between two ticks, two
-    of them would never get a summary. The cursor is the last event's storage id.
+    A multi-asset sensor rather than ``@asset_sensor``: the latter hands a tick only the
+    latest materialization, so when a backfill lands three months between two ticks, two of
+    them would never get a summary. This one reads every materialization after its cursor
+    (oldest first, a bounded number per tick) and advances past the last one it requested.
     """
 
-    @dg.sensor(
+    @dg.multi_asset_sensor(
         name=f"{summary_job.name}_sensor",
+        monitored_assets=[final_key],
         job=summary_job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -127,28 +155,21 @@ def build_summary_sensor(
             f"month of {summary_job.name}."
         ),
     )
-    def summary_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        after = int(context.cursor) if context.cursor else None
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=final_key, after_storage_id=after),
-            limit=SUMMARY_EVENTS_PER_TICK,
-            ascending=True,
-        ).records
-        run_requests = []
-        for record in records:
-            partition = record.partition_key
-            if partition is None:
-                continue
-            run_requests.append(
-                summary_job.run_request_for_partition(
-                    partition_key=partition,
-                    # Per materialization: a month reloaded later is summarized again.
-                    run_key=f"{partition}:{record.storage_id}",
-                    tags={"trigger": f"{summary_job.name}_sensor"},
-                )
+    def summary_sensor(context: dg.MultiAssetSensorEvaluationContext) -> dg.SensorResult:
+        records = context.materialization_records_for_key(final_key, limit=SUMMARY_EVENTS_PER_TICK)
+        run_requests = [
+            summary_job.run_request_for_partition(
+                partition_key=record.partition_key,
+                # Per materialization: a month reloaded later is summarized again.
+                run_key=f"{record.partition_key}:{record.storage_id}",
+                tags={"trigger": f"{summary_job.name}_sensor"},
             )
-        cursor = str(records[-1].storage_id) if records else context.cursor
-        return dg.SensorResult(run_requests=run_requests, cursor=cursor)
+            for record in records
+            if record.partition_key is not None
+        ]
+        if records:
+            context.advance_cursor({final_key: records[-1]})
+        return dg.SensorResult(run_requests=run_requests)
 
     return summary_sensor
 

@@ -7,7 +7,7 @@ cast to ``STRING`` and coalesced to ``""``, month tables ``{taxi}_tripdata_YYYY_
 external tables ``{taxi}_tripdata_YYYY_MM_ext`` over ``gs://{bucket}/{taxi}_tripdata_YYYY-MM.csv``.
 
 The same strings run on BigQuery and, transpiled by sqlglot, on the local DuckDB stand-in
-(``resources/warehouse.py``), so the statements the tests prove are the ones production runs.
+(``lib/warehouse/``), so the statements the tests prove are the ones production runs.
 
 Identifiers come from the catalogue (a closed set) and from the project, dataset and bucket
 settings, which are checked against Google's naming rules before they reach a statement.
@@ -69,7 +69,10 @@ def external_table(taxi: TaxiType, month_start: date) -> str:
 
 
 def _column_list(taxi: TaxiType, indent: str = "    ") -> str:
-    return ",\n".join(f"{indent}{column.name} {column.bigquery_type}" for column in taxi.columns)
+    """Every catalogue column, the optional trailing ones (schema drift) last."""
+    return ",\n".join(
+        f"{indent}{column.name} {column.bigquery_type}" for column in taxi.all_columns
+    )
 
 
 def create_final_table(taxi: TaxiType, project: str, dataset: str) -> str:
@@ -83,13 +86,25 @@ def create_final_table(taxi: TaxiType, project: str, dataset: str) -> str:
     )
 
 
+def add_optional_columns(taxi: TaxiType, project: str, dataset: str) -> list[str]:
+    """The optional trailing columns, added to a final table created before they existed
+    (NULL for the months it holds); nothing happens to a table that has them. One
+    statement per column, as the local stand-in takes them."""
+    return [
+        f"ALTER TABLE {_ref(project, dataset, final_table(taxi))} "
+        f"ADD COLUMN IF NOT EXISTS {column.name} {column.bigquery_type}"
+        for column in taxi.optional_columns
+    ]
+
+
 def create_external_table(
     taxi: TaxiType, project: str, dataset: str, bucket: str, month_start: date
 ) -> str:
     """An external table over the month's object: BigQuery reads the CSV where it lies.
 
     Columns are declared (not auto-detected) so every month gets the same types whatever
-    its first rows hold; ``skip_leading_rows = 1`` skips the header.
+    its first rows hold; ``skip_leading_rows = 1`` skips the header. A course month's file
+    lacks the optional trailing columns: ``allow_jagged_rows`` reads them as NULL.
     """
     uri = gcs_uri(bucket, taxi, month_start)
     return (
@@ -100,6 +115,7 @@ def create_external_table(
         "    format = 'CSV',\n"
         f"    uris = ['{uri}'],\n"
         "    skip_leading_rows = 1,\n"
+        "    allow_jagged_rows = TRUE,\n"
         "    ignore_unknown_values = TRUE\n"
         ")"
     )
@@ -136,7 +152,7 @@ def merge_month(taxi: TaxiType, project: str, dataset: str, month_start: date) -
     ``WHEN NOT MATCHED`` inserts every unmatched source row, so duplicate rows inside one
     file are all kept and the totals equal the files' row counts, as users check them.
     """
-    names = ["unique_row_id", "filename", *taxi.header]
+    names = ["unique_row_id", "filename", *taxi.full_header]
     return (
         f"MERGE INTO {_ref(project, dataset, final_table(taxi))} T\n"
         f"USING {_ref(project, dataset, month_table(taxi, month_start))} S\n"

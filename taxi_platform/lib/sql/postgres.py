@@ -28,7 +28,7 @@ from datetime import date
 
 from psycopg import sql
 
-from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib.catalog import Column, TaxiType
 
 STAGING_SCHEMA = "taxi_staging"
 LEDGER_SCHEMA = "taxi_platform"
@@ -42,12 +42,10 @@ SESSION_SETTINGS = (
 
 # An id lookup (the merge's, the duplicate check's) should probe the pickup index once per
 # row of the month, a cost that grows with the month, never with the table's history. Left
-# alone, the planner hashes the whole final table instead: a 7.7M-row month merged into a
-# table holding one such month took 54.3 s with the hash join and 38.3 s with the index
-# probes, and the hash only grows as months accumulate. Into an empty or small table the
-# hash is the cheaper one (1M rows into an empty table: 3.0 s hashed, 4.2 s probed), so the
+# alone, the planner hashes the whole final table instead, and the hash only grows as
+# months accumulate. Into an empty or small table the hash is the cheaper one, so the
 # merge applies these only once the table is at least the month's size (see
-# ``merge_month``).
+# ``merge_month``; the measured figures are in the README's benchmark section).
 ID_LOOKUP_PLAN_SETTINGS = (
     sql.SQL("set local enable_hashjoin to off"),
     sql.SQL("set local enable_mergejoin to off"),
@@ -58,23 +56,42 @@ LEDGER_TABLE = sql.Identifier(LEDGER_SCHEMA, "loaded_files")
 
 def setup_statements(taxi: TaxiType, final_schema: str = "public") -> list[sql.Composable]:
     """Schemas, the id function, the final table (zoomcamp DDL), its id index, the ledger."""
-    columns = [
-        sql.SQL("{} {}").format(sql.Identifier(column.postgres_name), sql.SQL(column.postgres_type))
-        for column in taxi.columns
-    ]
     return [
         sql.SQL("create schema if not exists {}").format(sql.Identifier(STAGING_SCHEMA)),
         sql.SQL("create schema if not exists {}").format(sql.Identifier(LEDGER_SCHEMA)),
         sql.SQL("create schema if not exists {}").format(sql.Identifier(final_schema)),
         sql.SQL(
             "create table if not exists {table} (unique_row_id text, filename text, {columns})"
-        ).format(table=final_table(taxi, final_schema), columns=sql.SQL(", ").join(columns)),
+        ).format(table=final_table(taxi, final_schema), columns=column_definitions(taxi.columns)),
+        *add_optional_columns(taxi, final_schema),
         *final_table_indexes(taxi, final_schema),
         sql.SQL(
             "create table if not exists {ledger} (table_name text, filename text, "
             "sha256 text not null, rows_staged bigint not null, rows_inserted bigint not null, "
             "loaded_at timestamptz not null default now(), primary key (table_name, filename))"
         ).format(ledger=LEDGER_TABLE),
+    ]
+
+
+def add_optional_columns(taxi: TaxiType, final_schema: str = "public") -> list[sql.Composable]:
+    """The catalogue's optional trailing columns (schema drift), added to a table that lacks
+    them; NULL for the months loaded before. The catalog is looked at first, so a table
+    that has them is not locked (``alter table`` takes an exclusive lock even when it ends
+    up doing nothing, and would wait for a merge running on another month)."""
+    return [
+        sql.SQL(
+            "do $$ begin if not exists (select 1 from information_schema.columns "
+            "where table_schema = {schema} and table_name = {table} and column_name = {name}) "
+            "then alter table {final} add column if not exists {column} {type}; end if; end $$"
+        ).format(
+            schema=sql.Literal(final_schema),
+            table=sql.Literal(taxi.table),
+            name=sql.Literal(column.postgres_name),
+            final=final_table(taxi, final_schema),
+            column=sql.Identifier(column.postgres_name),
+            type=sql.SQL(column.postgres_type),
+        )
+        for column in taxi.optional_columns
     ]
 
 
@@ -91,6 +108,14 @@ def final_table_indexes(taxi: TaxiType, final_schema: str = "public") -> list[sq
             table=final_table(taxi, final_schema),
         ),
     ]
+
+
+def column_definitions(columns: tuple[Column, ...]) -> sql.Composable:
+    """Columns with their zoomcamp types, as a table definition lists them."""
+    return sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(column.postgres_name), sql.SQL(column.postgres_type))
+        for column in columns
+    )
 
 
 def final_table(taxi: TaxiType, final_schema: str = "public") -> sql.Identifier:
@@ -118,13 +143,10 @@ def unique_row_id(taxi: TaxiType) -> sql.Composable:
 
 
 def create_staging(taxi: TaxiType, month_start: date) -> sql.Composable:
-    """An unlogged table for one month, with the file's columns and nothing else."""
-    columns = [
-        sql.SQL("{} {}").format(sql.Identifier(column.postgres_name), sql.SQL(column.postgres_type))
-        for column in taxi.columns
-    ]
+    """An unlogged table for one month, with every catalogue column and nothing else (the
+    optional ones stay NULL when the file lacks them)."""
     return sql.SQL("create unlogged table {staging} ({columns})").format(
-        staging=staging_table(taxi, month_start), columns=sql.SQL(", ").join(columns)
+        staging=staging_table(taxi, month_start), columns=column_definitions(taxi.all_columns)
     )
 
 
@@ -132,10 +154,15 @@ def drop_staging(taxi: TaxiType, month_start: date) -> sql.Composable:
     return sql.SQL("drop table if exists {}").format(staging_table(taxi, month_start))
 
 
-def copy_into_staging(taxi: TaxiType, month_start: date) -> sql.Composable:
+def copy_into_staging(
+    taxi: TaxiType, month_start: date, columns: tuple[Column, ...] | None = None
+) -> sql.Composable:
+    """COPY of a landed CSV; ``columns`` those its header has (the course layout by default,
+    ``taxi.columns_of_header`` says which)."""
+    columns = taxi.columns if columns is None else columns
     return sql.SQL("copy {staging} ({columns}) from stdin with (format csv, header true)").format(
         staging=staging_table(taxi, month_start),
-        columns=sql.SQL(", ").join(sql.Identifier(c.postgres_name) for c in taxi.columns),
+        columns=sql.SQL(", ").join(sql.Identifier(c.postgres_name) for c in columns),
     )
 
 
@@ -177,7 +204,7 @@ def merge_into_final(
     Equal ids have equal pickups, so the lookup goes through the pickup index; a row
     without a pickup time is looked up among the rows without one.
     """
-    file_columns = [sql.Identifier(c.postgres_name) for c in taxi.columns]
+    file_columns = [sql.Identifier(c.postgres_name) for c in taxi.all_columns]
     target_columns = sql.SQL(", ").join(
         [sql.Identifier("unique_row_id"), sql.Identifier("filename"), *file_columns]
     )

@@ -30,9 +30,9 @@ import psycopg
 import requests
 
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
-from taxi_platform_tests.conftest import free_port
+from taxi_platform.local.ports import free_port
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INSTANCE_YAML = PROJECT_ROOT / "dagster.yaml"
 STACK_WORKSPACE_YAML = PROJECT_ROOT / "deploy" / "workspace.yaml"
 LOCATION_NAME = "taxi_platform"
@@ -386,6 +386,7 @@ def platform_stack(
             mirror = start_http_folder(mirror_folder, mirror_port, root)
             cleanup.callback(mirror.stop)
             env["TAXI_SOURCE_URL"] = f"http://127.0.0.1:{mirror_port}"
+            env["TAXI_TLC_URL"] = f"http://127.0.0.1:{mirror_port}/trip-data"
         if taxi_database_url is not None:
             env["TAXI_DATABASE_URL"] = taxi_database_url
         storage_url = cleanup.enter_context(fresh_database(postgres_server))
