@@ -159,6 +159,8 @@ def test_run_waiting_for_a_pool_slot_names_the_holders_and_stops_on_a_signal(
                     watch=[holding],
                 )
                 (holding_run,) = instance.get_runs()
+                # The run holding the slot is not waiting, and never says it is.
+                assert "waits for a taxi_database pool slot" not in holding.log_tail(100_000)
                 waiting = stack.spawn("waiting", materialize_command(FEBRUARY))
                 blocked_line = wait_until(
                     lambda: next(

@@ -92,7 +92,12 @@ class SlotWaitWatcher:
                 info = self.instance.event_log_storage.get_concurrency_info(self.pool)
             except Exception:  # the storage may be briefly unreachable; try on the next poll
                 continue
-            waiting = [step for step in info.pending_steps if step.run_id == self.run_id]
+            # A pending step with an assigned time has its slot: it is running, not waiting.
+            waiting = [
+                step
+                for step in info.pending_steps
+                if step.run_id == self.run_id and step.assigned_timestamp is None
+            ]
             if waiting and self._unhandled_signal is not None:
                 os.kill(os.getpid(), self._unhandled_signal)
             if waiting and time.monotonic() - announced_at > self.repeat_seconds:
