@@ -10,16 +10,16 @@ the executor's wait between steps (``ActiveExecution.get_next_step`` and
 
 ``SlotWaitWatcher`` fixes both for the run whose resources it is started with: a thread
 that polls the pool and logs, at INFO, the runs holding every slot while one of this run's
-steps waits; and signal handlers that raise ``KeyboardInterrupt`` when the signal lands in
-that wait (Dagster then fails the run as interrupted and frees its pending claims). A signal
-arriving anywhere else in the orchestration is handed to Dagster as before, and re-sent
-while the run is still waiting, so that it takes effect at the next wait.
+steps waits; and, once Dagster has captured a SIGINT or SIGTERM while the run's thread is
+in that wait, raises ``KeyboardInterrupt`` there (Dagster then fails the run as
+interrupted and frees its pending claims). Anywhere else the interrupt is left to Dagster,
+which raises it at the next step as before.
 """
 
 from __future__ import annotations
 
-import os
-import signal
+import ctypes
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,13 +27,17 @@ from types import FrameType
 
 import dagster as dg
 
+# Dagster's own record of a SIGINT/SIGTERM captured during the run (private in 1.13.27, the
+# pinned version; the public alternative would be replacing signal handlers, which Dagster
+# resets around every piece of user code, resource setup included).
+from dagster._utils.interrupts import check_captured_interrupt
+
 DATABASE_POOL = "taxi_database"
 
 # Where the in-process executor's loop spends a wait between steps. It spins rather than
 # sleeps while a claim is pending (1.13.27's ``interval_to_next_pending_claim_check``
 # returns at most 0), so a signal lands in one of these almost every time.
 _WAIT_FUNCTIONS = frozenset({"sleep_til_ready", "get_next_step"})
-_INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class SlotWaitWatcher:
@@ -43,51 +47,33 @@ class SlotWaitWatcher:
         run_id: str,
         log: Callable[[str], None],
         pool: str = DATABASE_POOL,
-        poll_seconds: float = 2.0,
+        poll_seconds: float = 1.0,
         repeat_seconds: float = 300.0,
     ) -> None:
         self.instance, self.run_id, self.log, self.pool = instance, run_id, log, pool
         self.poll_seconds, self.repeat_seconds = poll_seconds, repeat_seconds
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
-        self._previous_handlers: dict[int, object] = {}
-        self._unhandled_signal: int | None = None
+        self._main_thread_id = threading.main_thread().ident
 
     def start(self) -> SlotWaitWatcher:
         if not self.instance.event_log_storage.supports_global_concurrency_limits:
             return self
-        if threading.current_thread() is threading.main_thread():
-            for signum in _INTERRUPT_SIGNALS:
-                self._previous_handlers[signum] = signal.getsignal(signum)
-                signal.signal(signum, self._on_signal)
         self._thread = threading.Thread(target=self._watch, name="slot-wait-watcher", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stopped.set()
-        for signum, handler in self._previous_handlers.items():
-            if signal.getsignal(signum) == self._on_signal:
-                signal.signal(signum, handler)
-        self._previous_handlers.clear()
         if self._thread is not None:
             self._thread.join(timeout=10)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        previous = self._previous_handlers.get(signum)
-        if callable(previous):
-            previous(signum, frame)  # Dagster's: remembers the interrupt for the next step
-        if _in_wait(frame):
-            self._unhandled_signal = None
-            raise KeyboardInterrupt(
-                f"{signal.Signals(signum).name} while waiting between steps (for a "
-                f"{self.pool} slot or a retry)"
-            )
-        self._unhandled_signal = signum
 
     def _watch(self) -> None:
         announced_at = 0.0
         while not self._stopped.wait(self.poll_seconds):
+            if check_captured_interrupt() and _in_wait(self._main_frame()):
+                self._interrupt_main_thread()
+                return
             try:
                 info = self.instance.event_log_storage.get_concurrency_info(self.pool)
             except Exception:  # the storage may be briefly unreachable; try on the next poll
@@ -98,13 +84,20 @@ class SlotWaitWatcher:
                 for step in info.pending_steps
                 if step.run_id == self.run_id and step.assigned_timestamp is None
             ]
-            if waiting and self._unhandled_signal is not None:
-                os.kill(os.getpid(), self._unhandled_signal)
             if waiting and time.monotonic() - announced_at > self.repeat_seconds:
                 announced_at = time.monotonic()
                 self.log(self._blocked_message(waiting[0].step_key, info))
             elif not waiting:
                 announced_at = 0.0
+
+    def _main_frame(self) -> FrameType | None:
+        return sys._current_frames().get(self._main_thread_id)
+
+    def _interrupt_main_thread(self) -> None:
+        """Raise KeyboardInterrupt in the run's thread, as Dagster would inside a step."""
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(self._main_thread_id), ctypes.py_object(KeyboardInterrupt)
+        )
 
     def _blocked_message(self, step_key: str, info) -> str:
         holders = []
