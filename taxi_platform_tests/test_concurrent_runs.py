@@ -1,8 +1,13 @@
-"""Two real ``dagster asset materialize`` processes loading the same month at once."""
+"""Real ``dagster asset materialize`` processes side by side: the same month twice, and
+runs waiting for a database pool slot (told why, and stoppable)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -22,7 +27,7 @@ from taxi_platform_tests.support.stack import (
     wait_until,
 )
 
-JANUARY = date(2019, 1, 1)
+JANUARY, FEBRUARY, MARCH = date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)
 BIN_DIR = Path(sys.executable).parent
 
 
@@ -73,7 +78,7 @@ def test_second_run_of_a_month_gives_way_to_the_first_naming_it(
                         "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
                         "and query ilike '%taxi_platform:staging%'"
                     ).fetchone()[0],
-                    timeout=120,
+                    timeout=300,
                     what="the first run's staging step to wait for the month",
                     watch=[first],
                 )
@@ -97,3 +102,94 @@ def test_second_run_of_a_month_gives_way_to_the_first_naming_it(
         assert connection.execute(
             "select rows_staged, rows_inserted from taxi_platform.loaded_files"
         ).fetchall() == [(800, 800)]
+
+
+def staging_waiters(connection: psycopg.Connection) -> int:
+    return connection.execute(
+        "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+        "and query ilike '%taxi_platform:staging%'"
+    ).fetchone()[0]
+
+
+@contextmanager
+def month_held(database_url: str, month: date) -> Iterator[psycopg.Connection]:
+    """The month's staging lock, held by the test: a run staging it waits, slot in hand."""
+    with psycopg.connect(database_url, autocommit=True) as holder:
+        holder.execute(
+            "select pg_advisory_lock(hashtext(%s))",
+            (f"taxi_platform:staging:{GREEN.month_table(month)}",),
+        )
+        yield holder
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_run_waiting_for_a_pool_slot_names_the_holders_and_stops_on_a_signal(
+    signum: int,
+    postgres_server: EmbeddedPostgres,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mirror_folder = tmp_path / "mirror"
+    for seed, month in enumerate([JANUARY, FEBRUARY]):
+        write_month(GREEN, month, 300, mirror_folder, seed=seed)
+    with (
+        FaultyMirror(mirror_folder) as mirror,
+        fresh_database(postgres_server, prefix="dag") as storage_url,
+    ):
+        env = {
+            "TAXI_HOME": str(tmp_path / "taxi_home"),
+            "TAXI_DATABASE_URL": database_url,
+            "DAGSTER_POSTGRES_URL": dagster_storage_url(storage_url),
+            "TAXI_SOURCE_URL": mirror.base_url,
+        }
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", env["DAGSTER_POSTGRES_URL"])
+        with dagster_stack(tmp_path / "stack", env) as stack:
+            instance_yaml = stack.home / "dagster.yaml"
+            instance_yaml.write_text(
+                instance_yaml.read_text().replace("default_limit: 2", "default_limit: 1")
+            )
+            instance = dg.DagsterInstance.from_config(str(stack.home))
+            with month_held(database_url, JANUARY) as holder:
+                holding = stack.spawn("holding", materialize_command(JANUARY))
+                wait_until(
+                    lambda: staging_waiters(holder),
+                    timeout=300,
+                    what="the first run to hold the only slot",
+                    watch=[holding],
+                )
+                (holding_run,) = instance.get_runs()
+                # The run holding the slot is not waiting, and never says it is.
+                assert "waits for a taxi_database pool slot" not in holding.log_tail(100_000)
+                waiting = stack.spawn("waiting", materialize_command(FEBRUARY))
+                blocked_line = wait_until(
+                    lambda: next(
+                        (
+                            line
+                            for line in waiting.log_tail(100_000).splitlines()
+                            if "waits for a taxi_database pool slot" in line
+                        ),
+                        None,
+                    ),
+                    timeout=300,
+                    what="the second run to say why it waits",
+                    watch=[waiting],
+                )
+                assert " - INFO - " in blocked_line
+                assert f"run {holding_run.run_id} (postgres__green_tripdata_staging, STARTED)" in (
+                    blocked_line
+                )
+
+                os.kill(waiting.popen.pid, signum)
+                waiting.popen.wait(timeout=60)
+
+                assert waiting.popen.returncode != 0
+                waiting_run = next(r for r in instance.get_runs() if r.run_id != holding_run.run_id)
+                assert waiting_run.status == dg.DagsterRunStatus.FAILURE
+                info = instance.event_log_storage.get_concurrency_info("taxi_database")
+                # Its claim is withdrawn; the holder's own (assigned) claim stays.
+                assert waiting_run.run_id not in {step.run_id for step in info.pending_steps}
+                assert [slot.run_id for slot in info.claimed_slots] == [holding_run.run_id]
+                assert holding.popen.poll() is None, "the run holding the slot goes on"
+            assert holding.popen.wait(timeout=240) == 0, holding.log_tail()
+            instance.dispose()

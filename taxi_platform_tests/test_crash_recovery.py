@@ -342,3 +342,62 @@ def test_db_start_gets_past_the_unlogged_table_recovery_bug_on_the_first_try(
     with psycopg.connect(own_database_url) as connection:
         assert connection.execute("select count(*) from kept").fetchone()[0] == 2
         assert connection.execute("select count(*) from staged").fetchone()[0] == 0
+
+
+def test_database_that_goes_away_with_dagsters_storage_still_tells_the_user(
+    own_server: EmbeddedPostgres,
+    own_database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mirror_folder = tmp_path / "mirror"
+    write_month(GREEN, JANUARY, 500, mirror_folder, seed=1)
+    with (
+        FaultyMirror(mirror_folder) as mirror,
+        fresh_database(own_server, prefix="dag") as storage_url,
+    ):
+        env = {
+            "TAXI_HOME": str(tmp_path / "taxi_home"),
+            "TAXI_DATABASE_URL": own_database_url,
+            "DAGSTER_POSTGRES_URL": dagster_storage_url(storage_url),
+            "TAXI_SOURCE_URL": mirror.base_url,
+        }
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", env["DAGSTER_POSTGRES_URL"])
+        with dagster_stack(tmp_path / "stack", env) as stack:
+            holder = psycopg.connect(own_database_url, autocommit=True)
+            holder.execute(
+                "select pg_advisory_lock(hashtext(%s))",
+                (f"taxi_platform:staging:{GREEN.month_table(JANUARY)}",),
+            )
+            victim = stack.spawn("victim", _materialize_command(JANUARY))
+            wait_until(
+                lambda: holder.execute(
+                    "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                    "and query ilike '%taxi_platform:staging%'"
+                ).fetchone()[0],
+                timeout=300,
+                what="the run's staging step to wait inside the database",
+                watch=[victim],
+            )
+            kill_postmaster(own_server)
+            holder.close()
+            victim.popen.wait(timeout=180)
+
+            output = victim.log_tail(200_000)
+            expected = (
+                "green_tripdata_2019-01.csv (partition green 2019-01-01): the database went "
+                "away during staging"
+            )
+            assert expected in output
+
+            own_server.start()
+            instance = dg.DagsterInstance.from_config(str(stack.home))
+            (run,) = instance.get_runs()
+            if run.status == dg.DagsterRunStatus.STARTED:
+                dead_run_reaper(dg.build_sensor_context(instance=instance))
+            run = instance.get_run_by_id(run.run_id)
+            assert run.status == dg.DagsterRunStatus.FAILURE
+            failure = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+            assert expected in failure[-1].dagster_event.message
+            instance.dispose()
+    assert final_count(own_database_url, GREEN) == 0

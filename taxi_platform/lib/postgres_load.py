@@ -32,6 +32,31 @@ class StagingLost(LoadError):
     """
 
 
+class DatabaseWentAway(LoadError):
+    """The server closed the connection, crashed or refused new ones mid-step.
+
+    When Dagster's storage lives on the same server, this error may be the last thing the
+    run can say: its own events cannot be written until the server is back.
+    """
+
+
+def went_away(error: BaseException) -> bool:
+    """True for a lost or refused connection (no server answer, or SQLSTATE class 57P/08)."""
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    sqlstate = getattr(getattr(error, "diag", None), "sqlstate", None) or ""
+    return not sqlstate or sqlstate.startswith(("57P", "08"))
+
+
+def database_went_away(describe: str, step: str, error: BaseException) -> DatabaseWentAway:
+    detail = (str(error).strip().splitlines() or ["no answer"])[0]
+    return DatabaseWentAway(
+        f"{describe}: the database went away during {step} ({detail}); nothing of the month "
+        "was merged and the final table is as it was. It loads on the next run once the "
+        "database is back."
+    )
+
+
 @dataclass(frozen=True)
 class StageResult:
     rows_staged: int
@@ -106,6 +131,8 @@ def stage_month(
             )
             connection.execute(sql.SQL("analyze {}").format(staging))
     except psycopg.Error as error:
+        if went_away(error):
+            raise database_went_away(describe, "staging", error) from error
         raise LoadError(f"{describe}: COPY into staging failed: {_explain(error)}") from error
     return StageResult(rows_staged=rows_staged, already_loaded=False)
 
@@ -191,6 +218,8 @@ def merge_month(
     except LoadError:
         raise
     except psycopg.Error as error:
+        if went_away(error):
+            raise database_went_away(describe, "the merge", error) from error
         raise LoadError(
             f"{describe}: merge into the final table failed: {_explain(error)}"
         ) from error

@@ -81,6 +81,32 @@ def _process_start_time(pid: int) -> float | None:
     return int(boot_line.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
 
 
+def _run_errors_dir(instance: dg.DagsterInstance) -> Path:
+    return Path(instance.root_directory) / "taxi_platform" / "run_errors"
+
+
+def record_run_error(instance: dg.DagsterInstance, run_id: str, message: str) -> None:
+    """Keep a run's failure on local disk, for when its storage is the database that failed.
+
+    With the taxi data and Dagster's storage on one server, a run whose database went away
+    cannot write its failure; the run stays STARTED and its process ends. Whoever fails it
+    later (``reap_dead_runs``) reads this, so the run's page says what happened.
+    """
+    folder = _run_errors_dir(instance)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{run_id}.txt").write_text(message)
+    except OSError:
+        pass  # best effort: the message was printed as well
+
+
+def read_run_error(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    try:
+        return (_run_errors_dir(instance) / f"{run_id}.txt").read_text()
+    except (OSError, TypeError):
+        return None
+
+
 def reap_dead_runs(
     instance: dg.DagsterInstance, log: Callable[[str], None] | None = None
 ) -> list[str]:
@@ -97,11 +123,16 @@ def reap_dead_runs(
         process = run_process(instance, run.run_id)
         if process is None or process_is_alive(process):
             continue
+        last_words = read_run_error(instance, run.run_id)
         message = (
-            f"Run {run.run_id}'s process (pid {process.pid} on {this_host()}) is gone: killed, "
-            "out of memory or the machine restarted. Marked failed so that the database pool "
-            "slots it held are freed; the month it was loading is as it was before the run "
-            "and loads on the next run."
+            f"Run {run.run_id} failed: {last_words} (recorded by the run when Dagster's storage "
+            f"could not be written; its process, pid {process.pid} on {this_host()}, has "
+            "ended since)"
+            if last_words
+            else f"Run {run.run_id}'s process (pid {process.pid} on {this_host()}) is gone: "
+            "killed, out of memory or the machine restarted. Marked failed so that the "
+            "database pool slots it held are freed; the month it was loading is as it was "
+            "before the run and loads on the next run."
         )
         instance.report_run_failed(run, message)
         if log is not None:

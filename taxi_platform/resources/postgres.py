@@ -8,8 +8,9 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 import psycopg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
+from taxi_platform.lib.pool_wait import SlotWaitWatcher
 from taxi_platform.lib.run_liveness import reap_dead_runs, tag_run_with_host
 from taxi_platform.local.embedded_postgres import embedded_server
 
@@ -25,6 +26,7 @@ class PostgresResource(dg.ConfigurableResource):
     url: str | None = Field(default=None, description="libpq URL of the taxi database")
     final_schema: str = Field(default="public", description="schema of the final tables")
     connect_timeout_seconds: int = 10
+    _slot_wait_watcher: SlotWaitWatcher | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Before a run touches the database, free the pool slots of runs whose process died.
@@ -32,12 +34,21 @@ class PostgresResource(dg.ConfigurableResource):
         A run killed mid-step keeps its ``taxi_database`` slots claimed; the next run that
         needs the database is the one that would wait for them, and its resources are set
         up before its steps claim a slot (``run_liveness`` explains how death is told).
+        While its steps wait for a slot, the run says who holds them and can be stopped
+        (``pool_wait``).
         """
         instance, run_id = context.instance, context.run_id
         if instance is None or run_id is None:
             return
         tag_run_with_host(instance, run_id)
         reap_dead_runs(instance, log=context.log.info if context.log else None)
+        if context.log is not None:
+            self._slot_wait_watcher = SlotWaitWatcher(instance, run_id, context.log.info).start()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._slot_wait_watcher is not None:
+            self._slot_wait_watcher.stop()
+            self._slot_wait_watcher = None
 
     def resolved_url(self) -> str:
         return self.url or embedded_server().start().url()

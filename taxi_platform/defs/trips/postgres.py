@@ -1,6 +1,11 @@
 """``postgres/{taxi}_tripdata_staging`` and ``postgres/{taxi}_tripdata``: the ETL path."""
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
+import psycopg
 
 from taxi_platform.defs.trips.raw import build_raw_asset, describe_month
 from taxi_platform.defs.trips.retention import release_landed_file
@@ -14,14 +19,22 @@ from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landed_month import landed_month_or_fail
 from taxi_platform.lib.landing import LandedFile
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
-from taxi_platform.lib.postgres_load import LoadError, StageResult, merge_month, stage_month
-from taxi_platform.lib.run_liveness import earlier_live_runs_of_step
+from taxi_platform.lib.pool_wait import DATABASE_POOL
+from taxi_platform.lib.postgres_load import (
+    DatabaseWentAway,
+    LoadError,
+    StageResult,
+    database_went_away,
+    merge_month,
+    stage_month,
+    went_away,
+)
+from taxi_platform.lib.run_liveness import earlier_live_runs_of_step, record_run_error
 from taxi_platform.lib.table_schema import postgres_table_schema
 from taxi_platform.resources import LandingArea, PostgresResource
 
-# The steps that load the database share one pool, so a long backfill cannot open more
-# COPYs and merges at once than dagster.yaml's pool limit allows.
-DATABASE_POOL = "taxi_database"
+# The steps that load the database share one pool (DATABASE_POOL), so a long backfill
+# cannot open more COPYs and merges at once than dagster.yaml's pool limit allows.
 OWNERS = ["team:taxi-platform"]
 # Bumped when what a step writes changes (the UI then flags months loaded by older code).
 CODE_VERSION = "2"
@@ -31,6 +44,29 @@ ROWS_CHECK = "file_rows_equal_staged_rows"
 class StagingConfig(dg.Config):
     force_reload: bool = False
     """Stage the file even if the ledger says this exact file is already merged."""
+
+
+@contextmanager
+def _reported(context: dg.AssetExecutionContext, describe: str, step: str) -> Iterator[None]:
+    """A load error as the step's failure; a database that went away also printed and kept
+    on disk, since Dagster's storage may be on that very server (``record_run_error``)."""
+    try:
+        yield
+    except LoadError as error:
+        if isinstance(error, DatabaseWentAway):
+            _last_words(context, str(error))
+        raise dg.Failure(description=str(error)) from None
+    except psycopg.OperationalError as error:
+        if not went_away(error):
+            raise
+        message = str(database_went_away(describe, step, error))
+        _last_words(context, message)
+        raise dg.Failure(description=message) from None
+
+
+def _last_words(context: dg.AssetExecutionContext, message: str) -> None:
+    print(f"run {context.run_id} failed: {message}", file=sys.stderr, flush=True)
+    record_run_error(context.instance, context.run_id, message)
 
 
 def _give_way_to_an_earlier_run(context: dg.AssetExecutionContext, describe: str) -> None:
@@ -118,20 +154,17 @@ def build_staging_asset(taxi: TaxiType) -> dg.AssetsDefinition:
         _give_way_to_an_earlier_run(context, describe)
         csv_path = landing.csv_path(taxi, month)
         landed = landed_month_or_fail(csv_path, taxi, describe)
-        try:
-            with postgres.connect() as connection:
-                staged = stage_month(
-                    connection,
-                    taxi,
-                    month,
-                    csv_path,
-                    landed.sha256,
-                    describe,
-                    postgres.final_schema,
-                    force=config.force_reload,
-                )
-        except LoadError as error:
-            raise dg.Failure(description=str(error)) from None
+        with _reported(context, describe, "staging"), postgres.connect() as connection:
+            staged = stage_month(
+                connection,
+                taxi,
+                month,
+                csv_path,
+                landed.sha256,
+                describe,
+                postgres.final_schema,
+                force=config.force_reload,
+            )
         if staged.already_loaded:
             context.log.info(f"{describe}: this exact file is already merged; nothing staged")
         release_landed_file(context, landing, taxi, month)
@@ -170,11 +203,8 @@ def build_postgres_table_asset(taxi: TaxiType) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         month = month_start(context.partition_key)
         describe = describe_month(taxi, context.partition_key)
-        try:
-            with postgres.connect() as connection:
-                merged = merge_month(connection, taxi, month, describe, postgres.final_schema)
-        except LoadError as error:
-            raise dg.Failure(description=str(error)) from None
+        with _reported(context, describe, "the merge"), postgres.connect() as connection:
+            merged = merge_month(connection, taxi, month, describe, postgres.final_schema)
         context.log.info(
             f"{describe}: {merged.rows_inserted:,} rows inserted, "
             f"{merged.rows_already_present:,} already present"
