@@ -47,6 +47,14 @@ def _env(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
 
 
+def _seconds(name: str) -> float:
+    text = os.environ[name]
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name} is {text!r}, not a number of seconds") from None
+
+
 def gcp_resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """``gcs`` and ``bigquery`` resources from the environment; unset settings stay unset.
 
@@ -55,8 +63,11 @@ def gcp_resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """
     project, location = _env("GCP_PROJECT_ID"), _env("GCP_LOCATION")
     credentials = _env("GCP_CREDS")
-    job_timeout = os.environ.get(BIGQUERY_JOB_TIMEOUT)
-    waits = {"job_timeout_seconds": float(job_timeout)} if job_timeout else {}
+    waits = (
+        {"job_timeout_seconds": _seconds(BIGQUERY_JOB_TIMEOUT)}
+        if _env(BIGQUERY_JOB_TIMEOUT)
+        else {}
+    )
     return {
         "gcs": TaxiGCSResource(
             project=project,

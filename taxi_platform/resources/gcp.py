@@ -228,7 +228,7 @@ class TaxiGCSResource(GCSResource):
                     ) from None
                 if already_ours:  # created meanwhile by another step of ours
                     return BucketState(created=False, location=None)
-                if is_bucket_name_taken(error) and not already_ours:
+                if is_bucket_name_taken(error):
                     raise bucket_name_taken(name, error) from None
                 raise
         return BucketState(created=True, location=created.location)

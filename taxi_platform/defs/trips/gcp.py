@@ -120,7 +120,9 @@ def dataset_asset() -> dg.AssetsDefinition:
             with bigquery.warehouse() as warehouse:
                 state = warehouse.ensure_dataset(dataset_name, location)
                 dataset_id, engine = f"{warehouse.project}.{dataset_name}", warehouse.engine
-            bucket_location = gcs.existing_bucket_location() if state.location else None
+            # The bucket, if there is one already, must be readable from the dataset.
+            known = state.location and gcs.bucket_name
+            bucket_location = gcs.existing_bucket_location() if known else None
             if state.location and bucket_location:
                 check_colocated(dataset_id, state.location, gcs.required_bucket, bucket_location)
         if not state.created and (note := _other_location(dataset_id, state.location, location)):
