@@ -35,7 +35,7 @@ from taxi_platform.lib.sql import postgres as pg_sql
 from taxi_platform.lib.tlc_parquet import convert_file
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
 from taxi_platform.tools.generate import write_month, write_zone_lookup
-from taxi_platform.tools.generate_tlc import tlc_path, write_tlc_month
+from taxi_platform.tools.generate_tlc import tlc_path, tlc_schema, write_tlc_month
 from taxi_platform.tools.mirror import ReleaseMirror
 from taxi_platform_tests.run_results import failure_message, metadata
 from taxi_platform_tests.test_orchestration_checks import check_results, load_with_checks
@@ -452,3 +452,14 @@ def test_an_unknown_sources_setting_is_refused_when_the_definitions_load(monkeyp
         messages.append(str(error))
         error = error.__cause__ or error.__context__
     assert any("TAXI_SOURCES='github': expected course,tlc, tlc or course" in m for m in messages)
+
+
+def test_generated_tlc_months_have_the_real_files_columns(real_data: Path) -> None:
+    """Every green and yellow file the TLC served 2019-01..2024-05, by name and order."""
+    listing = list(csv.DictReader((real_data / "tlc_monthly_files.csv").open()))
+    assert len(listing) > 100
+    for row in listing:
+        taxi_name, _, month_text = row["file_name"].removesuffix(".parquet").split("_")
+        taxi = GREEN if taxi_name == "green" else YELLOW
+        month = date(int(month_text[:4]), int(month_text[5:7]), 1)
+        assert tlc_schema(taxi, month).names == row["column_names"].split(","), row["file_name"]
