@@ -9,7 +9,8 @@ writes what happened (step timings from the event log, the assets' metadata) as 
 in a process list.
 
     python -m bench.ours_run --taxi yellow --month 2019-01 --base-url URL \
-        --landing DIR --out result.json [--landing-retention keep|delete]
+        --landing DIR --out result.json [--landing-retention keep|delete] \
+        [--tlc-url URL --sources tlc]
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--taxi", required=True)
     parser.add_argument("--month", required=True, help="YYYY-MM")
     parser.add_argument("--base-url", required=True)
+    parser.add_argument("--tlc-url", default=None, help="TAXI_TLC_URL (default: the TLC's)")
+    parser.add_argument("--sources", default=None, help="TAXI_SOURCES (default: course,tlc)")
     parser.add_argument("--landing", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--landing-retention", default="keep", choices=("keep", "delete"))
@@ -74,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {raw_asset_key(taxi), staging_asset_key(taxi), final_asset_key(taxi)}
     assets = [asset for asset in taxi_assets if asset.key in wanted]
     resources = {
-        "trip_source": TripFileSource(base_url=args.base_url),
+        "trip_source": TripFileSource(
+            base_url=args.base_url,
+            **({"tlc_url": args.tlc_url} if args.tlc_url else {}),
+            **({"sources": args.sources} if args.sources else {}),
+        ),
         "landing": LandingArea(root=args.landing, retention=args.landing_retention),
         "postgres": PostgresResource(url=os.environ[DATABASE_URL_VARIABLE]),
     }

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_platform.definitions import build_definitions
+from taxi_platform.defs.trips.checks import CheckThresholds
 from taxi_platform.defs.trips.postgres import etl_assets
 from taxi_platform.defs.trips.sensors import release_sensor_start
 from taxi_platform.lib.catalog import GREEN, YELLOW, TaxiType
@@ -33,10 +34,11 @@ from taxi_platform.lib.months import partition_key
 from taxi_platform.lib.sql import postgres as pg_sql
 from taxi_platform.lib.tlc_parquet import convert_file
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
-from taxi_platform.tools.generate import write_month
-from taxi_platform.tools.generate_tlc import tlc_path, write_tlc_month
+from taxi_platform.tools.generate import write_month, write_zone_lookup
+from taxi_platform.tools.generate_tlc import tlc_path, tlc_schema, write_tlc_month
 from taxi_platform.tools.mirror import ReleaseMirror
 from taxi_platform_tests.support.run_results import failure_message, metadata
+from taxi_platform_tests.test_orchestration_checks import check_results, load_with_checks
 from taxi_platform_tests.test_postgres_etl import ZOOMCAMP_ID
 
 APRIL_2020, JULY_2021, AUGUST_2021 = date(2020, 4, 1), date(2021, 7, 1), date(2021, 8, 1)
@@ -394,3 +396,70 @@ def test_the_cli_loads_a_tlc_month_with_course_ids_and_a_rerun_inserts_nothing(
             "select rows_staged, rows_inserted from taxi_platform.loaded_files"
         ).fetchall()
     assert ledger == [(700, 700)]
+
+
+@pytest.mark.parametrize("taxi", [GREEN, YELLOW], ids=lambda taxi: taxi.name)
+def test_a_tlc_month_passes_the_checks(
+    taxi: TaxiType, mirror, mirror_folder: Path, database_url: str, tmp_path: Path
+) -> None:
+    """The header check accepts the full layout; the landed file's rows are all staged."""
+    write_zone_lookup(mirror_folder)
+    write_tlc_month(taxi, FEBRUARY_2025, 500, mirror_folder, seed=8)
+    resources = {
+        **resources_for(mirror, database_url, tmp_path, "tlc"),
+        "landing": LandingArea(root=str(tmp_path / "landing"), retention="keep"),
+        "check_thresholds": CheckThresholds(),
+    }
+
+    checks = check_results(load_with_checks(taxi, FEBRUARY_2025, resources))
+
+    assert checks["header_matches_catalogue"].passed
+    assert checks["header_matches_catalogue"].metadata["columns"].value == len(taxi.full_header)
+    assert checks["file_rows_equal_staged_rows"].passed
+    assert checks["ids_not_null"].passed
+
+
+@pytest.mark.parametrize(
+    ("sources", "july", "august", "last"),
+    [
+        ("course,tlc", "course", "tlc", None),
+        ("tlc", "tlc", "tlc", None),
+        ("course", "course", "course", JULY_2021),
+        (" tlc , course ", "course", "tlc", None),
+    ],
+)
+def test_the_sources_setting_picks_the_source_of_each_month(sources, july, august, last):
+    trip_source = TripFileSource(base_url="http://c", tlc_url="http://t/trip-data", sources=sources)
+
+    assert trip_source.source_for(JULY_2021) == july
+    assert trip_source.source_for(AUGUST_2021) == august
+    assert trip_source.last_served_month() == last
+    assert trip_source.url_for(YELLOW, AUGUST_2021) == (
+        "http://t/trip-data/yellow_tripdata_2021-08.parquet"
+        if august == "tlc"
+        else "http://c/yellow/yellow_tripdata_2021-08.csv.gz"
+    )
+
+
+def test_an_unknown_sources_setting_is_refused_when_the_definitions_load(monkeypatch) -> None:
+    monkeypatch.setenv("TAXI_SOURCES", "github")
+
+    with pytest.raises(Exception) as raised:
+        build_definitions()
+
+    error, messages = raised.value, []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__ or error.__context__
+    assert any("TAXI_SOURCES='github': expected course,tlc, tlc or course" in m for m in messages)
+
+
+def test_generated_tlc_months_have_the_real_files_columns(real_data: Path) -> None:
+    """Every green and yellow file the TLC served 2019-01..2024-05, by name and order."""
+    listing = list(csv.DictReader((real_data / "tlc_monthly_files.csv").open()))
+    assert len(listing) > 100
+    for row in listing:
+        taxi_name, _, month_text = row["file_name"].removesuffix(".parquet").split("_")
+        taxi = GREEN if taxi_name == "green" else YELLOW
+        month = date(int(month_text[:4]), int(month_text[5:7]), 1)
+        assert tlc_schema(taxi, month).names == row["column_names"].split(","), row["file_name"]

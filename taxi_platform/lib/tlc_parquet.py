@@ -27,8 +27,12 @@ import duckdb
 from taxi_platform.lib.catalog import CODE, NUMBER, STAMP, Column, TaxiType
 from taxi_platform.lib.landing import BadTripFile
 
-MEMORY_LIMIT = "256MB"
-THREADS = 2
+# Measured on a 3M-row month (bench/tlc_conversion.py): 256MB with 2 threads peaks at
+# 439 MB of RSS for the conversion alone, 128MB with 1 thread at 149 MB (121 MB of it the
+# process before it starts) in about the same time: the Parquet reader's buffers per
+# thread come on top of the limit.
+MEMORY_LIMIT = "128MB"
+THREADS = 1
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"}
 _NUMERIC_PREFIXES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "U", "FLOAT", "DOUBLE", "DECIMAL")
 
@@ -104,6 +108,7 @@ def convert_file(taxi: TaxiType, parquet: Path, target: Path, describe: str) -> 
     with duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "threads": THREADS}) as db:
         db.execute("SET TimeZone = 'UTC'")
         db.execute("SET preserve_insertion_order = true")  # same file, same bytes
+        db.execute("SET enable_progress_bar = false")  # a run's log is no terminal
         db.execute(f"SET temp_directory = {_literal(str(target.parent / '.duckdb_tmp'))}")
         source = f"read_parquet({_literal(str(parquet))})"
         try:
