@@ -48,6 +48,8 @@ LOCAL_RUN_ONLY = {
     "BIGQUERY_EMULATOR_HOST": "local BigQuery stand-in of `taxi-platform up --local-gcp`",
     "TAXI_LOCAL_BIGQUERY_DATABASE": "local BigQuery stand-in of `taxi-platform up --local-gcp`",
     "TAXI_LOCAL_GCS_ROOT": "local GCS stand-in of `taxi-platform up --local-gcp`",
+    "DAGSTER_GRPC_TIMEOUT_SECONDS": "set by `taxi-platform up` for the processes that launch "
+    "runs; the compose file gives it to the webserver and the daemon",
 }
 
 _VARIABLE = re.compile(
@@ -355,6 +357,17 @@ def test_dagster_services_get_what_dagster_yaml_and_the_workspace_read() -> None
     for name in DAGSTER_SERVICES:
         url = service_environment(services[name])["DAGSTER_POSTGRES_URL"]
         assert url.startswith("postgresql+psycopg2://"), name
+
+
+def test_run_launches_may_take_as_long_as_taxi_platform_up_allows() -> None:
+    """A run's launch waits for its process to start; on a busy 2-core machine that took over
+    Dagster's default 60 s and the daemon failed the runs unrun (bench.history)."""
+    from taxi_platform.tools.cli import LAUNCH_TIMEOUT_SECONDS
+
+    services = load_compose()["services"]
+    for name in ("dagster_webserver", "dagster_daemon"):
+        environment = service_environment(services[name])
+        assert environment["DAGSTER_GRPC_TIMEOUT_SECONDS"] == LAUNCH_TIMEOUT_SECONDS, name
 
 
 def test_the_code_server_gets_every_variable_the_code_reads() -> None:
