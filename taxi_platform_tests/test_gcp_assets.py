@@ -28,7 +28,7 @@ from google.cloud import storage
 from taxi_platform.defs.trips.gcp import build_gcp_assets, gcp_setup_assets
 from taxi_platform.defs.trips.raw import build_raw_asset
 from taxi_platform.lib.asset_keys import (
-    bigquery_asset_key,
+    bigquery_table_key,
     external_asset_key,
     gcs_asset_key,
     month_asset_key,
@@ -227,7 +227,7 @@ def test_month_table_is_checked_against_the_uploaded_rows_whatever_the_retention
     blob.upload_from_string("\n".join([",".join(GREEN.header), *GREEN_ROWS[:3]]) + "\n")
     rest = dg.materialize(
         assets,
-        selection=[external_asset_key(GREEN), month_asset_key(GREEN), bigquery_asset_key(GREEN)],
+        selection=[external_asset_key(GREEN), month_asset_key(GREEN), bigquery_table_key(GREEN)],
         partition_key=partition_key(JANUARY),
         resources=resources,
         instance=instance,

@@ -10,7 +10,7 @@ import pytest
 from dagster._utils.schedules import schedule_execution_time_iterator
 
 from taxi_platform.definitions import build_definitions
-from taxi_platform.defs.trips.postgres import final_asset_key
+from taxi_platform.defs.trips.postgres import postgres_table_key
 from taxi_platform.lib.catalog import GREEN, YELLOW
 from taxi_platform.resources import TripFileSource
 from taxi_platform.tools.generate import write_month
@@ -223,7 +223,7 @@ def test_release_sensor_catches_up_and_targets_the_configured_paths(
 
 def land(instance: dg.DagsterInstance, month: str) -> None:
     instance.report_runless_asset_event(
-        dg.AssetMaterialization(asset_key=final_asset_key(GREEN), partition=month)
+        dg.AssetMaterialization(asset_key=postgres_table_key(GREEN), partition=month)
     )
 
 
@@ -231,7 +231,7 @@ def evaluate_summary_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, 
     """One tick of the summary sensor, as the daemon runs a multi-asset sensor."""
     sensor = defs.resolve_sensor_def("green_monthly_summary_sensor")
     context = dg.build_multi_asset_sensor_context(
-        monitored_assets=[final_asset_key(GREEN)],
+        monitored_assets=[postgres_table_key(GREEN)],
         instance=instance,
         cursor=cursor,
         definitions=defs,

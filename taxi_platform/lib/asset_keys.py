@@ -21,7 +21,7 @@ def staging_asset_key(taxi: TaxiType) -> dg.AssetKey:
     return dg.AssetKey(["postgres", f"{taxi.table}_staging"])
 
 
-def final_asset_key(taxi: TaxiType) -> dg.AssetKey:
+def postgres_table_key(taxi: TaxiType) -> dg.AssetKey:
     return dg.AssetKey(["postgres", taxi.table])
 
 
@@ -37,7 +37,7 @@ def month_asset_key(taxi: TaxiType) -> dg.AssetKey:
     return dg.AssetKey(["bigquery", f"{taxi.table}_month"])
 
 
-def bigquery_asset_key(taxi: TaxiType) -> dg.AssetKey:
+def bigquery_table_key(taxi: TaxiType) -> dg.AssetKey:
     return dg.AssetKey(["bigquery", taxi.table])
 
 

@@ -9,7 +9,7 @@ import dagster as dg
 import psycopg
 
 from taxi_platform.defs.trips.postgres import DATABASE_POOL
-from taxi_platform.lib.asset_keys import ZONE_LOOKUP_KEY, final_asset_key, summary_asset_key
+from taxi_platform.lib.asset_keys import ZONE_LOOKUP_KEY, postgres_table_key, summary_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start, next_month
 from taxi_platform.lib.sql import reports as statements
@@ -78,7 +78,7 @@ def taxi_zone_lookup(
 def build_report_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=summary_asset_key(taxi),
-        deps=[final_asset_key(taxi), ZONE_LOOKUP_KEY],
+        deps=[postgres_table_key(taxi), ZONE_LOOKUP_KEY],
         partitions_def=MONTHLY_PARTITIONS,
         group_name="reports",
         kinds={"postgres"},

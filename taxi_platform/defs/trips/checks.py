@@ -22,7 +22,7 @@ from psycopg import sql
 from pydantic import Field
 
 from taxi_platform.defs.trips.postgres import DATABASE_POOL
-from taxi_platform.lib.asset_keys import final_asset_key, raw_asset_key
+from taxi_platform.lib.asset_keys import postgres_table_key, raw_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import parse_header
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start, next_month
@@ -119,7 +119,7 @@ def build_postgres_table_checks(taxi: TaxiType) -> dg.AssetChecksDefinition:
     They read the month's rows of ``public.{taxi}_tripdata`` by ``filename`` (the staging
     table is gone once merged), so they take a slot of the database pool like the loads.
     """
-    key = final_asset_key(taxi)
+    key = postgres_table_key(taxi)
 
     @dg.multi_asset_check(
         name=f"{taxi.table}_month_checks",
@@ -175,7 +175,7 @@ class MonthRows:
 
     def result(self, name: str, passed: bool, **kwargs) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(
-            asset_key=final_asset_key(self.taxi), check_name=name, passed=passed, **kwargs
+            asset_key=postgres_table_key(self.taxi), check_name=name, passed=passed, **kwargs
         )
 
 

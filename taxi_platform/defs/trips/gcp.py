@@ -23,7 +23,7 @@ from taxi_platform.defs.trips.retention import release_landed_file
 from taxi_platform.lib.asset_keys import (
     BUCKET_ASSET_KEY,
     DATASET_ASSET_KEY,
-    bigquery_asset_key,
+    bigquery_table_key,
     external_asset_key,
     gcs_asset_key,
     layer_group,
@@ -154,7 +154,7 @@ def _monthly(taxi: TaxiType, key: dg.AssetKey, deps: list, kind: str, descriptio
         kinds={kind},
         tags={"taxi": taxi.name},
         description=description,
-        pool=BIGQUERY_MERGE_POOL if key == bigquery_asset_key(taxi) else None,
+        pool=BIGQUERY_MERGE_POOL if key == bigquery_table_key(taxi) else None,
     )
 
 
@@ -315,13 +315,13 @@ def _merge_metadata(created: StatementResult, merged: StatementResult) -> dict[s
 def final_asset(taxi: TaxiType) -> dg.AssetsDefinition:
     @_monthly(
         taxi,
-        bigquery_asset_key(taxi),
+        bigquery_table_key(taxi),
         [month_asset_key(taxi)],
         "bigquery",
         f"{{dataset}}.{taxi.table}: every {taxi.name} trip loaded so far, partitioned by "
         "pickup day; a month's rows whose id is new are merged in.",
     )
-    def final(
+    def bigquery_table(
         context: dg.AssetExecutionContext, bigquery: TaxiBigQueryResource
     ) -> dg.MaterializeResult:
         month = month_start(context.partition_key)
@@ -361,7 +361,7 @@ def final_asset(taxi: TaxiType) -> dg.AssetsDefinition:
             }
         )
 
-    return final
+    return bigquery_table
 
 
 def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:

@@ -15,7 +15,7 @@ from typing import Protocol
 import dagster as dg
 
 from taxi_platform.lib.asset_keys import (
-    final_asset_key,
+    postgres_table_key,
     raw_asset_key,
     staging_asset_key,
     summary_asset_key,
@@ -61,7 +61,7 @@ def target_selection(taxi: TaxiType, target: str) -> dg.AssetSelection:
     raw = dg.AssetSelection.assets(raw_asset_key(taxi))
     if target == "postgres":
         return dg.AssetSelection.assets(
-            raw_asset_key(taxi), staging_asset_key(taxi), final_asset_key(taxi)
+            raw_asset_key(taxi), staging_asset_key(taxi), postgres_table_key(taxi)
         )
     if target == "gcp":
         return raw | (raw.downstream() & dg.AssetSelection.key_prefixes(*GCP_KEY_PREFIXES))

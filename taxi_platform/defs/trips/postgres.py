@@ -10,8 +10,8 @@ import psycopg
 from taxi_platform.defs.trips.raw import build_raw_asset, describe_month
 from taxi_platform.defs.trips.retention import release_landed_file
 from taxi_platform.lib.asset_keys import (
-    final_asset_key,
     layer_group,
+    postgres_table_key,
     raw_asset_key,
     staging_asset_key,
 )
@@ -186,7 +186,7 @@ def build_postgres_table_asset(taxi: TaxiType) -> dg.AssetsDefinition:
     @dg.asset(
         **_database_asset(
             taxi,
-            key=final_asset_key(taxi),
+            key=postgres_table_key(taxi),
             deps=[staging_asset_key(taxi)],
             metadata={
                 "dagster/table_name": f"public.{taxi.table}",

@@ -25,7 +25,7 @@ from taxi_platform.defs.trips.jobs import (
     run_tags,
     taxi_of_asset_key,
 )
-from taxi_platform.lib.asset_keys import final_asset_key
+from taxi_platform.lib.asset_keys import postgres_table_key
 from taxi_platform.lib.catalog import TAXIS
 from taxi_platform.lib.months import (
     month_start,
@@ -233,7 +233,7 @@ def defs() -> dg.Definitions:
         minimum_interval_seconds=release_sensor_interval_seconds(),
     )
     summary_sensors = [
-        build_summary_sensor(final_asset_key(taxi), SUMMARY_JOBS[taxi.name])
+        build_summary_sensor(postgres_table_key(taxi), SUMMARY_JOBS[taxi.name])
         for taxi in TAXIS.values()
     ]
     return dg.Definitions(
