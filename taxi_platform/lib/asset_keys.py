@@ -8,6 +8,9 @@ import dagster as dg
 
 from taxi_platform.lib.catalog import TaxiType
 
+# Who answers for every asset of the platform (shown on each asset's page).
+ASSET_OWNERS = ["team:taxi-platform"]
+
 BUCKET_ASSET_KEY = dg.AssetKey(["gcs", "bucket"])
 DATASET_ASSET_KEY = dg.AssetKey(["bigquery", "dataset"])
 ZONE_LOOKUP_KEY = dg.AssetKey(["raw", "taxi_zone_lookup"])

@@ -71,18 +71,22 @@ COLUMN_DESCRIPTIONS = {
         "driver. 1= Street-hail 2= Dispatch"
     ),
     "congestion_surcharge": "Congestion surcharge applied to trips in congested zones",
+    "airport_fee": "$1.25 for pick up only at LaGuardia and John F. Kennedy Airports (TLC files only)",
+    "cbd_congestion_fee": (
+        "Per-trip charge for the MTA's Congestion Relief Zone, from 2025-01 (TLC files only)"
+    ),
 }
 
 
 def postgres_table_schema(taxi: TaxiType) -> dg.TableSchema:
     """The final Postgres table's columns as the table holds them (lower-case names)."""
-    columns = ((c.postgres_name, c.postgres_type, c.name) for c in taxi.columns)
+    columns = ((c.postgres_name, c.postgres_type, c.name) for c in taxi.all_columns)
     return _table_schema("text", "text", columns)
 
 
 def bigquery_table_schema(taxi: TaxiType) -> dg.TableSchema:
     """The BigQuery tables' columns (the file's own names; the id as BYTES)."""
-    columns = ((c.name, c.bigquery_type, c.name) for c in taxi.columns)
+    columns = ((c.name, c.bigquery_type, c.name) for c in taxi.all_columns)
     return _table_schema("BYTES", "STRING", columns)
 
 

@@ -21,6 +21,7 @@ import dagster as dg
 from taxi_platform.defs.trips.raw import describe_month
 from taxi_platform.defs.trips.retention import release_landed_file
 from taxi_platform.lib.asset_keys import (
+    ASSET_OWNERS,
     BUCKET_ASSET_KEY,
     DATASET_ASSET_KEY,
     bigquery_table_key,
@@ -34,6 +35,7 @@ from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landed_month import landed_month_or_fail
 from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
 from taxi_platform.lib.sql import bigquery as bq_sql
+from taxi_platform.lib.table_schema import bigquery_table_schema
 from taxi_platform.lib.warehouse import (
     GcpError,
     StatementResult,
@@ -153,8 +155,16 @@ def _monthly(taxi: TaxiType, key: dg.AssetKey, deps: list, kind: str, descriptio
         group_name=layer_group(taxi, kind),
         kinds={kind},
         tags={"taxi": taxi.name},
+        owners=ASSET_OWNERS,
+        # Bumped when what a step writes changes: 2 = the drift columns, labels, locations.
+        code_version="2",
         description=description,
         pool=BIGQUERY_MERGE_POOL if key == bigquery_table_key(taxi) else None,
+        metadata=(
+            {"dagster/column_schema": bigquery_table_schema(taxi)}
+            if key == bigquery_table_key(taxi)
+            else None
+        ),
     )
 
 

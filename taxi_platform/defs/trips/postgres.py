@@ -10,6 +10,7 @@ import psycopg
 from taxi_platform.defs.trips.raw import build_raw_asset, describe_month
 from taxi_platform.defs.trips.retention import release_landed_file
 from taxi_platform.lib.asset_keys import (
+    ASSET_OWNERS,
     layer_group,
     postgres_table_key,
     raw_asset_key,
@@ -35,7 +36,6 @@ from taxi_platform.resources import LandingArea, PostgresResource
 
 # The steps that load the database share one pool (DATABASE_POOL), so a long backfill
 # cannot open more COPYs and merges at once than dagster.yaml's pool limit allows.
-OWNERS = ["team:taxi-platform"]
 # Bumped when what a step writes changes (the UI then flags months loaded by older code).
 CODE_VERSION = "2"
 ROWS_CHECK = "file_rows_equal_staged_rows"
@@ -95,7 +95,7 @@ def _database_asset(taxi: TaxiType, **kwargs) -> dict:
         kinds={"postgres"},
         pool=DATABASE_POOL,
         tags={"taxi": taxi.name},
-        owners=OWNERS,
+        owners=ASSET_OWNERS,
         code_version=CODE_VERSION,
         **kwargs,
     )

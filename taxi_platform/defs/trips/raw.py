@@ -9,7 +9,7 @@ from datetime import date
 
 import dagster as dg
 
-from taxi_platform.lib.asset_keys import layer_group, raw_asset_key
+from taxi_platform.lib.asset_keys import ASSET_OWNERS, layer_group, raw_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import (
     BadTripFile,
@@ -53,6 +53,9 @@ def build_raw_asset(taxi: TaxiType) -> dg.AssetsDefinition:
         kinds={"csv"},
         retry_policy=DOWNLOAD_RETRY_POLICY,
         tags={"taxi": taxi.name},
+        owners=ASSET_OWNERS,
+        # Bumped when what the step writes changes: 2 = TLC months converted to the CSV.
+        code_version="2",
         description=(
             f"The month's {taxi.name} trip file from the source that serves it (the course "
             "releases' CSV.gz gunzipped, or the TLC's Parquet converted to the same CSV) in "
