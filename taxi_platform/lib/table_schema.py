@@ -71,7 +71,9 @@ COLUMN_DESCRIPTIONS = {
         "driver. 1= Street-hail 2= Dispatch"
     ),
     "congestion_surcharge": "Congestion surcharge applied to trips in congested zones",
-    "airport_fee": "$1.25 for pick up only at LaGuardia and John F. Kennedy Airports (TLC files only)",
+    "airport_fee": (
+        "$1.25 for pick up only at LaGuardia and John F. Kennedy Airports (TLC files only)"
+    ),
     "cbd_congestion_fee": (
         "Per-trip charge for the MTA's Congestion Relief Zone, from 2025-01 (TLC files only)"
     ),
