@@ -160,7 +160,6 @@ def merge_month(
     at all, so a failure leaves the final table as it was and the month can be retried.
     """
     ensure_tables(connection, taxi, final_schema)
-    staging = statements.staging_table(taxi, month_start)
     try:
         with connection.transaction():
             # The month lock first: a second run of this month restaging it waits until
@@ -169,47 +168,9 @@ def merge_month(
             connection.execute(statements.table_lock(taxi, final_schema))
             for setting in statements.SESSION_SETTINGS:
                 connection.execute(setting)
-            staged = connection.execute(statements.staging_exists(taxi, month_start)).fetchone()
-            if not staged[0]:
-                entry = connection.execute(
-                    statements.ledger_entry(taxi, month_start, final_schema)
-                ).fetchone()
-                if entry is None:
-                    raise LoadError(
-                        f"{describe}: nothing staged and not loaded before; "
-                        "materialize the staging asset first"
-                    )
-                return MergeResult(rows_staged=entry[1], rows_inserted=0, already_loaded=True)
-            note = connection.execute(
-                "select obj_description(to_regclass(%s), 'pg_class')",
-                (f"{statements.STAGING_SCHEMA}.{taxi.month_table(month_start)}",),
-            ).fetchone()[0]
-            sha256, rows_staged = _staged_file(note, connection, staging)
-            final_bytes = connection.execute(
-                statements.heap_bytes(statements.final_table(taxi, final_schema))
-            ).fetchone()[0]
-            staged_bytes = connection.execute(statements.heap_bytes(staging)).fetchone()[0]
-            if rows_staged > 0 and not staged_bytes:
-                raise StagingLost(
-                    f"{describe}: the staging table {statements.STAGING_SCHEMA}."
-                    f"{taxi.month_table(month_start)} holds none of the {rows_staged:,} rows "
-                    f"staged from {taxi.csv_name(month_start)} (the database restarted after "
-                    "a crash, which empties unlogged tables); nothing was merged and the final "
-                    "table is unchanged. Stage the month again: materialize its raw file and "
-                    "staging assets, then this one (or all three at once)."
-                )
-            if final_bytes >= staged_bytes:
-                for setting in statements.ID_LOOKUP_PLAN_SETTINGS:
-                    connection.execute(setting)
-            inserted = connection.execute(
-                statements.merge_into_final(taxi, month_start, final_schema)
-            ).rowcount
-            _summarize_filename_index(connection, taxi, final_schema)
-            connection.execute(
-                statements.record_load(taxi, month_start, final_schema),
-                (sha256, rows_staged, inserted),
-            )
-            connection.execute(statements.drop_staging(taxi, month_start))
+            if not connection.execute(statements.staging_exists(taxi, month_start)).fetchone()[0]:
+                return _merged_before(connection, taxi, month_start, describe, final_schema)
+            return _merge_staged(connection, taxi, month_start, describe, final_schema)
     except StagingLost:
         # Drop the emptied table, so that nothing downstream mistakes it for a staged month.
         with connection.transaction():
@@ -223,6 +184,63 @@ def merge_month(
         raise LoadError(
             f"{describe}: merge into the final table failed: {_explain(error)}"
         ) from error
+
+
+def _merged_before(
+    connection: psycopg.Connection,
+    taxi: TaxiType,
+    month_start: date,
+    describe: str,
+    final_schema: str,
+) -> MergeResult:
+    """Nothing staged: fine if the ledger has the month (a re-run), else say what to run."""
+    entry = connection.execute(statements.ledger_entry(taxi, month_start, final_schema)).fetchone()
+    if entry is None:
+        raise LoadError(
+            f"{describe}: nothing staged and not loaded before; materialize the staging asset first"
+        )
+    return MergeResult(rows_staged=entry[1], rows_inserted=0, already_loaded=True)
+
+
+def _merge_staged(
+    connection: psycopg.Connection,
+    taxi: TaxiType,
+    month_start: date,
+    describe: str,
+    final_schema: str,
+) -> MergeResult:
+    """Insert the staged month's new rows, record the file, drop the staging table."""
+    staging = statements.staging_table(taxi, month_start)
+    note = connection.execute(
+        "select obj_description(to_regclass(%s), 'pg_class')",
+        (f"{statements.STAGING_SCHEMA}.{taxi.month_table(month_start)}",),
+    ).fetchone()[0]
+    sha256, rows_staged = _staged_file(note, connection, staging)
+    final_bytes = connection.execute(
+        statements.heap_bytes(statements.final_table(taxi, final_schema))
+    ).fetchone()[0]
+    staged_bytes = connection.execute(statements.heap_bytes(staging)).fetchone()[0]
+    if rows_staged > 0 and not staged_bytes:
+        raise StagingLost(
+            f"{describe}: the staging table {statements.STAGING_SCHEMA}."
+            f"{taxi.month_table(month_start)} holds none of the {rows_staged:,} rows "
+            f"staged from {taxi.csv_name(month_start)} (the database restarted after "
+            "a crash, which empties unlogged tables); nothing was merged and the final "
+            "table is unchanged. Stage the month again: materialize its raw file and "
+            "staging assets, then this one (or all three at once)."
+        )
+    if final_bytes >= staged_bytes:
+        for setting in statements.ID_LOOKUP_PLAN_SETTINGS:
+            connection.execute(setting)
+    inserted = connection.execute(
+        statements.merge_into_final(taxi, month_start, final_schema)
+    ).rowcount
+    _summarize_filename_index(connection, taxi, final_schema)
+    connection.execute(
+        statements.record_load(taxi, month_start, final_schema),
+        (sha256, rows_staged, inserted),
+    )
+    connection.execute(statements.drop_staging(taxi, month_start))
     return MergeResult(rows_staged=rows_staged, rows_inserted=inserted, already_loaded=False)
 
 

@@ -462,9 +462,46 @@ def _weighted(rng: random.Random, table: tuple[tuple[object, float], ...]) -> ob
 def _sample_trip(taxi: TaxiType, month_start: date, rng: random.Random) -> _Trip:
     """One plausible ride, its amounts adding up the way the meters add them."""
     green = taxi.name == "green"
-    congestion_era = month_start >= date(2019, 2, 1)
     empty_ids = month_start.year >= 2020 and rng.random() < _EMPTY_IDS_SHARE.get(taxi.name, 0.05)
+    vendor, ratecode, trip_type = _sample_codes(green, rng)
+    hundredths = _sample_hundredths(green, vendor, ratecode, rng)
+    duration = _sample_duration(hundredths, rng)
+    money = _sample_money(
+        green, vendor, ratecode, trip_type, hundredths / 100, duration, month_start, rng
+    )
+    passengers = _weighted(
+        rng,
+        ((1, 0.70), (2, 0.14), (3, 0.05), (5, 0.035), (6, 0.025), (0, 0.025), (4, 0.025)),
+    )
+    fields = {
+        "VendorID": str(vendor),
+        "passenger_count": str(passengers),
+        "trip_distance": format_distance(hundredths),
+        "RatecodeID": str(ratecode),
+        "store_and_fwd_flag": "Y" if rng.random() < 0.01 else "N",
+        "payment_type": str(money.payment),
+        **money.fields(),
+        "trip_type": str(trip_type),
+    }
+    if empty_ids:
+        # From 2020 on, rows sent by no known vendor carry no ids and no flags.
+        for name in _IDS_EMPTY_FROM_2020:
+            fields[name] = ""
+    return _Trip(fields, duration)
 
+
+_IDS_EMPTY_FROM_2020 = (
+    "VendorID",
+    "passenger_count",
+    "RatecodeID",
+    "store_and_fwd_flag",
+    "payment_type",
+    "trip_type",
+)
+
+
+def _sample_codes(green: bool, rng: random.Random) -> tuple[int, int, int]:
+    """Vendor, rate code and trip type (green dispatches are negotiated fares)."""
     vendor = _weighted(
         rng, ((1, 0.25), (2, 0.75)) if green else ((1, 0.32), (2, 0.675), (4, 0.005))
     )
@@ -476,9 +513,12 @@ def _sample_trip(taxi: TaxiType, month_start: date, rng: random.Random) -> _Trip
     trip_type = 1
     if green and (ratecode == 5 or rng.random() < 0.01):
         trip_type, ratecode = 2, 5
+    return vendor, ratecode, trip_type
 
-    # Distance (miles, in hundredths): mostly short hops, a long tail, some zero-mile
-    # rides (cancelled or meter errors), JFK flat fares far out.
+
+def _sample_hundredths(green: bool, vendor: int, ratecode: int, rng: random.Random) -> int:
+    """Distance in hundredths of a mile: mostly short hops, a long tail, some zero-mile
+    rides (cancelled or meter errors), JFK flat fares far out."""
     if ratecode == 2:
         hundredths = round(rng.uniform(15.0, 22.0) * 100)
     elif rng.random() < 0.015:
@@ -488,17 +528,60 @@ def _sample_trip(taxi: TaxiType, month_start: date, rng: random.Random) -> _Trip
         hundredths = round(min(rng.lognormvariate(math.log(median), 0.85), 80.0) * 100)
     if vendor == 1 and not green:
         hundredths = round(hundredths, -1)  # vendor 1's meters print tenths: 2.10, 14.70
-    miles = hundredths / 100
+    return hundredths
 
-    # Duration: city speeds with traffic; zero-mile rides are short.
+
+def _sample_duration(hundredths: int, rng: random.Random) -> int:
+    """Seconds: city speeds with traffic; zero-mile rides are short."""
     if hundredths == 0:
         duration = rng.randrange(0, 600)
     else:
         mph = rng.uniform(5.0, 22.0)
+        miles = hundredths / 100
         duration = int(miles / mph * 3600) + rng.randrange(30, 240)
-    duration = min(duration, _MAX_DURATION)
+    return min(duration, _MAX_DURATION)
 
-    # Money, in cents.
+
+@dataclass
+class _Money:
+    """A ride's amounts in cents, as the meter adds them, and how it was paid."""
+
+    fare: int
+    extra: int
+    mta_tax: int
+    tip: int
+    tolls: int
+    improvement: int
+    congestion: int | None
+    payment: int
+
+    def fields(self) -> dict[str, str]:
+        amounts = [self.fare, self.extra, self.mta_tax, self.tip, self.tolls, self.improvement]
+        return {
+            "fare_amount": format_amount(self.fare),
+            "extra": format_amount(self.extra),
+            "mta_tax": format_amount(self.mta_tax),
+            "tip_amount": format_amount(self.tip),
+            "tolls_amount": format_amount(self.tolls),
+            "ehail_fee": "",
+            "improvement_surcharge": format_amount(self.improvement),
+            "total_amount": format_amount(sum(amounts) + (self.congestion or 0)),
+            "congestion_surcharge": (
+                "" if self.congestion is None else format_amount(self.congestion)
+            ),
+        }
+
+
+def _sample_money(
+    green: bool,
+    vendor: int,
+    ratecode: int,
+    trip_type: int,
+    miles: float,
+    duration: int,
+    month_start: date,
+    rng: random.Random,
+) -> _Money:
     if ratecode == 2:
         fare = 5200
     elif ratecode == 5:
@@ -513,14 +596,9 @@ def _sample_trip(taxi: TaxiType, month_start: date, rng: random.Random) -> _Trip
     improvement = 30
     toll_price = 576 if month_start < date(2019, 4, 1) else 612
     tolls = _weighted(rng, ((0, 0.95), (toll_price, 0.04), (2 * toll_price, 0.005), (1175, 0.005)))
-    if not congestion_era:
-        congestion = None
-    elif green:
-        congestion = _weighted(rng, ((0, 0.85), (275, 0.10), (250, 0.03), (75, 0.02)))
-    else:
-        congestion = _weighted(rng, ((250, 0.75), (0, 0.25)))
-        if vendor == 1 and congestion:
-            extra += congestion  # vendor 1 folds the surcharge into extra too (3, 3.5)
+    congestion = _sample_congestion(green, month_start, rng)
+    if not green and vendor == 1 and congestion:
+        extra += congestion  # vendor 1 folds the surcharge into extra too (3, 3.5)
     payment = _weighted(rng, ((1, 0.68), (2, 0.30), (3, 0.01), (4, 0.01)))
     tip = 0
     if payment == 1 and rng.random() < 0.85:
@@ -530,48 +608,22 @@ def _sample_trip(taxi: TaxiType, month_start: date, rng: random.Random) -> _Trip
             if rng.random() < 0.2
             else round(base * rng.uniform(0.15, 0.3))
         )
-    amounts = [fare, extra, mta_tax, tip, tolls, improvement, congestion or 0]
+    money = _Money(fare, extra, mta_tax, tip, tolls, improvement, congestion, payment)
     if rng.random() < 0.005:  # refunds and voids: every amount negated
-        payment = rng.choice((3, 4))
-        fare, extra, mta_tax, tip, tolls, improvement = (-a for a in amounts[:6])
-        congestion = -congestion if congestion else congestion
-        amounts = [fare, extra, mta_tax, tip, tolls, improvement, congestion or 0]
-    total = sum(amounts)
+        money = _Money(
+            -fare, -extra, -mta_tax, -tip, -tolls, -improvement,
+            -congestion if congestion else congestion, rng.choice((3, 4)),
+        )  # fmt: skip
+    return money
 
-    passengers = _weighted(
-        rng,
-        ((1, 0.70), (2, 0.14), (3, 0.05), (5, 0.035), (6, 0.025), (0, 0.025), (4, 0.025)),
-    )
-    fields = {
-        "VendorID": str(vendor),
-        "passenger_count": str(passengers),
-        "trip_distance": format_distance(hundredths),
-        "RatecodeID": str(ratecode),
-        "store_and_fwd_flag": "Y" if rng.random() < 0.01 else "N",
-        "payment_type": str(payment),
-        "fare_amount": format_amount(fare),
-        "extra": format_amount(extra),
-        "mta_tax": format_amount(mta_tax),
-        "tip_amount": format_amount(tip),
-        "tolls_amount": format_amount(tolls),
-        "ehail_fee": "",
-        "improvement_surcharge": format_amount(improvement),
-        "total_amount": format_amount(total),
-        "trip_type": str(trip_type),
-        "congestion_surcharge": "" if congestion is None else format_amount(congestion),
-    }
-    if empty_ids:
-        # From 2020 on, rows sent by no known vendor carry no ids and no flags.
-        for name in (
-            "VendorID",
-            "passenger_count",
-            "RatecodeID",
-            "store_and_fwd_flag",
-            "payment_type",
-            "trip_type",
-        ):
-            fields[name] = ""
-    return _Trip(fields, duration)
+
+def _sample_congestion(green: bool, month_start: date, rng: random.Random) -> int | None:
+    """The congestion surcharge in cents; None (an empty field) before February 2019."""
+    if month_start < date(2019, 2, 1):
+        return None
+    if green:
+        return _weighted(rng, ((0, 0.85), (275, 0.10), (250, 0.03), (75, 0.02)))
+    return _weighted(rng, ((250, 0.75), (0, 0.25)))
 
 
 def _location_pairs(taxi: TaxiType, size: int, rng: random.Random) -> list[str]:
