@@ -134,7 +134,7 @@ def test_cli_backfill_loads_each_month_in_its_own_tagged_run_within_the_limits(
     }, output
     assert "3 of 4 months succeeded, 1 failed" in output
     assert "2019-04  FAILURE" in output
-    assert "not published at the source" in output
+    assert "not published by the course source" in output
     assert f"--retry-failed {backfill_id}" in output
     for month in ("2019-01", "2019-02", "2019-03"):
         assert f"{month}  SUCCESS" in output  # progress, month by month
