@@ -392,7 +392,7 @@ def test_database_going_away_during_copy_leaves_final_table_unchanged(
     assert killed == 1
     message = failure_message(outcome["result"])
     assert "green_tripdata_2019-02.csv (partition green 2019-02-01)" in message
-    assert "COPY into staging failed" in message
+    assert "the database went away during staging" in message
     assert final_count(database_url, GREEN) == 1000
 
 
@@ -419,7 +419,7 @@ def test_database_going_away_during_merge_leaves_final_table_unchanged(
         runner.join()
 
     message = failure_message(outcome["result"])
-    assert "merge into the final table failed" in message
+    assert "the database went away during the merge" in message
     assert final_count(database_url, GREEN) == 1000
     # The month stays staged and loads on the retry of the final asset alone.
     retry = dg.materialize(
