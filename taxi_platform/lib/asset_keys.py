@@ -4,6 +4,8 @@ Asset modules, checks, sensors, jobs and the retention rule all name assets thro
 so a key is spelled once.
 """
 
+from collections.abc import Callable
+
 import dagster as dg
 
 from taxi_platform.lib.catalog import TaxiType
@@ -16,36 +18,24 @@ DATASET_ASSET_KEY = dg.AssetKey(["bigquery", "dataset"])
 ZONE_LOOKUP_KEY = dg.AssetKey(["raw", "taxi_zone_lookup"])
 
 
-def raw_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["raw", f"{taxi.table}_csv"])
+def _layer_key(layer: str, name: str) -> Callable[[TaxiType], dg.AssetKey]:
+    """A key function: the layer prefix, then ``name`` with the taxi type's ``{table}``
+    (``green_tripdata``) or ``{taxi}`` (``green``) filled in."""
+
+    def key(taxi: TaxiType) -> dg.AssetKey:
+        return dg.AssetKey([layer, name.format(table=taxi.table, taxi=taxi.name)])
+
+    return key
 
 
-def staging_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["postgres", f"{taxi.table}_staging"])
-
-
-def postgres_table_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["postgres", taxi.table])
-
-
-def gcs_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["gcs", f"{taxi.table}_csv"])
-
-
-def external_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["bigquery", f"{taxi.table}_ext"])
-
-
-def month_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["bigquery", f"{taxi.table}_month"])
-
-
-def bigquery_table_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["bigquery", taxi.table])
-
-
-def summary_asset_key(taxi: TaxiType) -> dg.AssetKey:
-    return dg.AssetKey(["reports", f"{taxi.name}_monthly_summary"])
+raw_asset_key = _layer_key("raw", "{table}_csv")
+staging_asset_key = _layer_key("postgres", "{table}_staging")
+postgres_table_key = _layer_key("postgres", "{table}")
+gcs_asset_key = _layer_key("gcs", "{table}_csv")
+external_asset_key = _layer_key("bigquery", "{table}_ext")
+month_asset_key = _layer_key("bigquery", "{table}_month")
+bigquery_table_key = _layer_key("bigquery", "{table}")
+summary_asset_key = _layer_key("reports", "{taxi}_monthly_summary")
 
 
 def landed_file_readers(taxi: TaxiType) -> tuple[dg.AssetKey, ...]:

@@ -169,7 +169,10 @@ def merge_month(
             for setting in statements.SESSION_SETTINGS:
                 connection.execute(setting)
             if not connection.execute(statements.staging_exists(taxi, month_start)).fetchone()[0]:
-                return _merged_before(connection, taxi, month_start, describe, final_schema)
+                entry = connection.execute(
+                    statements.ledger_entry(taxi, month_start, final_schema)
+                ).fetchone()
+                return _merged_before(entry, describe)
             return _merge_staged(connection, taxi, month_start, describe, final_schema)
     except StagingLost:
         # Drop the emptied table, so that nothing downstream mistakes it for a staged month.
@@ -186,20 +189,13 @@ def merge_month(
         ) from error
 
 
-def _merged_before(
-    connection: psycopg.Connection,
-    taxi: TaxiType,
-    month_start: date,
-    describe: str,
-    final_schema: str,
-) -> MergeResult:
+def _merged_before(ledger_entry: tuple | None, describe: str) -> MergeResult:
     """Nothing staged: fine if the ledger has the month (a re-run), else say what to run."""
-    entry = connection.execute(statements.ledger_entry(taxi, month_start, final_schema)).fetchone()
-    if entry is None:
+    if ledger_entry is None:
         raise LoadError(
             f"{describe}: nothing staged and not loaded before; materialize the staging asset first"
         )
-    return MergeResult(rows_staged=entry[1], rows_inserted=0, already_loaded=True)
+    return MergeResult(rows_staged=ledger_entry[1], rows_inserted=0, already_loaded=True)
 
 
 def _merge_staged(
