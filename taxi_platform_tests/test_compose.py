@@ -155,18 +155,15 @@ def env_names_read_by_code() -> dict[str, set[str]]:
     """Names the package reads from the environment: os.environ[...], os.environ.get,
     os.getenv, dg.EnvVar and helpers with `env` in their name, module constants resolved."""
     found: dict[str, set[str]] = {}
-    for path in PACKAGE.rglob("*.py"):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        constants = {
-            target.id: node.value.value
-            for node in tree.body
-            if isinstance(node, ast.Assign)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-            for target in node.targets
-            if isinstance(target, ast.Name)
-        }
-
+    trees = {
+        path: ast.parse(path.read_text(), filename=str(path)) for path in PACKAGE.rglob("*.py")
+    }
+    # Constants of every module: a name may be defined in one module and read in another.
+    package_constants = {
+        name: value for tree in trees.values() for name, value in _module_constants(tree).items()
+    }
+    for path, tree in trees.items():
+        constants = {**package_constants, **_module_constants(tree)}
         for node in ast.walk(tree):
             name = None
             if isinstance(node, ast.Call) and node.args and "env" in ast.unparse(node.func).lower():
@@ -176,6 +173,18 @@ def env_names_read_by_code() -> dict[str, set[str]]:
             if name:
                 found.setdefault(name, set()).add(str(path.relative_to(PROJECT_ROOT)))
     return found
+
+
+def _module_constants(tree: ast.Module) -> dict[str, str]:
+    return {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
 
 
 def _env_name(node: ast.AST, constants: dict[str, str]) -> str | None:

@@ -16,33 +16,16 @@ import psycopg
 import pytest
 
 from taxi_platform.lib.catalog import GREEN
-from taxi_platform.lib.months import partition_key
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 from taxi_platform.tools.generate import write_month
-from taxi_platform_tests.support.http_faults import FaultyMirror
 from taxi_platform_tests.support.stack import (
-    dagster_stack,
-    dagster_storage_url,
-    fresh_database,
+    cli_stack,
+    materialize_command,
     wait_until,
 )
 
 JANUARY, FEBRUARY, MARCH = date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)
 BIN_DIR = Path(sys.executable).parent
-
-
-def materialize_command(month: date) -> list[str]:
-    return [
-        str(BIN_DIR / "dagster"),
-        "asset",
-        "materialize",
-        "-m",
-        "taxi_platform.definitions",
-        "--select",
-        "*postgres/green_tripdata",
-        "--partition",
-        partition_key(month),
-    ]
 
 
 def test_second_run_of_a_month_gives_way_to_the_first_naming_it(
@@ -53,50 +36,39 @@ def test_second_run_of_a_month_gives_way_to_the_first_naming_it(
 ) -> None:
     mirror_folder = tmp_path / "mirror"
     write_month(GREEN, JANUARY, 800, mirror_folder, seed=1)
-    with (
-        FaultyMirror(mirror_folder) as mirror,
-        fresh_database(postgres_server, prefix="dag") as storage_url,
-    ):
-        env = {
-            "TAXI_HOME": str(tmp_path / "taxi_home"),
-            "TAXI_DATABASE_URL": database_url,
-            "DAGSTER_POSTGRES_URL": dagster_storage_url(storage_url),
-            "TAXI_SOURCE_URL": mirror.base_url,
-        }
-        monkeypatch.setenv("DAGSTER_POSTGRES_URL", env["DAGSTER_POSTGRES_URL"])
-        with dagster_stack(tmp_path / "stack", env) as stack:
-            instance = dg.DagsterInstance.from_config(str(stack.home))
-            with psycopg.connect(database_url, autocommit=True) as holder:
-                # The first run waits inside its staging step, on the month's lock.
-                holder.execute(
-                    "select pg_advisory_lock(hashtext(%s))",
-                    (f"taxi_platform:staging:{GREEN.month_table(JANUARY)}",),
-                )
-                first = stack.spawn("first", materialize_command(JANUARY))
-                wait_until(
-                    lambda: holder.execute(
-                        "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
-                        "and query ilike '%taxi_platform:staging%'"
-                    ).fetchone()[0],
-                    timeout=300,
-                    what="the first run's staging step to wait for the month",
-                    watch=[first],
-                )
-                (first_run,) = instance.get_runs()
+    with cli_stack(tmp_path, postgres_server, database_url, mirror_folder, monkeypatch) as stack:
+        instance = dg.DagsterInstance.from_config(str(stack.home))
+        with psycopg.connect(database_url, autocommit=True) as holder:
+            # The first run waits inside its staging step, on the month's lock.
+            holder.execute(
+                "select pg_advisory_lock(hashtext(%s))",
+                (f"taxi_platform:staging:{GREEN.month_table(JANUARY)}",),
+            )
+            first = stack.spawn("first", materialize_command(JANUARY))
+            wait_until(
+                lambda: holder.execute(
+                    "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                    "and query ilike '%taxi_platform:staging%'"
+                ).fetchone()[0],
+                timeout=300,
+                what="the first run's staging step to wait for the month",
+                watch=[first],
+            )
+            (first_run,) = instance.get_runs()
 
-                second = stack.run_cli(materialize_command(JANUARY), timeout=240)
+            second = stack.run_cli(materialize_command(JANUARY), timeout=240)
 
-                assert second.returncode != 0
-                output = second.stdout + second.stderr
-                assert f"the month is being loaded by run {first_run.run_id}" in output
-                assert "partition green 2019-01-01" in output
-                assert "TypeError" not in output
-            # The lock is released: the first run goes on and loads the month once.
-            assert first.popen.wait(timeout=240) == 0, first.log_tail()
-            statuses = {run.run_id: run.status for run in instance.get_runs()}
-            assert statuses.pop(first_run.run_id) == dg.DagsterRunStatus.SUCCESS
-            assert list(statuses.values()) == [dg.DagsterRunStatus.FAILURE]
-            instance.dispose()
+            assert second.returncode != 0
+            output = second.stdout + second.stderr
+            assert f"the month is being loaded by run {first_run.run_id}" in output
+            assert "partition green 2019-01-01" in output
+            assert "TypeError" not in output
+        # The lock is released: the first run goes on and loads the month once.
+        assert first.popen.wait(timeout=240) == 0, first.log_tail()
+        statuses = {run.run_id: run.status for run in instance.get_runs()}
+        assert statuses.pop(first_run.run_id) == dg.DagsterRunStatus.SUCCESS
+        assert list(statuses.values()) == [dg.DagsterRunStatus.FAILURE]
+        instance.dispose()
     with psycopg.connect(database_url) as connection:
         assert connection.execute("select count(*) from green_tripdata").fetchone()[0] == 800
         assert connection.execute(
@@ -133,63 +105,52 @@ def test_run_waiting_for_a_pool_slot_names_the_holders_and_stops_on_a_signal(
     mirror_folder = tmp_path / "mirror"
     for seed, month in enumerate([JANUARY, FEBRUARY]):
         write_month(GREEN, month, 300, mirror_folder, seed=seed)
-    with (
-        FaultyMirror(mirror_folder) as mirror,
-        fresh_database(postgres_server, prefix="dag") as storage_url,
-    ):
-        env = {
-            "TAXI_HOME": str(tmp_path / "taxi_home"),
-            "TAXI_DATABASE_URL": database_url,
-            "DAGSTER_POSTGRES_URL": dagster_storage_url(storage_url),
-            "TAXI_SOURCE_URL": mirror.base_url,
-        }
-        monkeypatch.setenv("DAGSTER_POSTGRES_URL", env["DAGSTER_POSTGRES_URL"])
-        with dagster_stack(tmp_path / "stack", env) as stack:
-            instance_yaml = stack.home / "dagster.yaml"
-            instance_yaml.write_text(
-                instance_yaml.read_text().replace("default_limit: 2", "default_limit: 1")
+    with cli_stack(tmp_path, postgres_server, database_url, mirror_folder, monkeypatch) as stack:
+        instance_yaml = stack.home / "dagster.yaml"
+        instance_yaml.write_text(
+            instance_yaml.read_text().replace("default_limit: 2", "default_limit: 1")
+        )
+        instance = dg.DagsterInstance.from_config(str(stack.home))
+        with month_held(database_url, JANUARY) as holder:
+            holding = stack.spawn("holding", materialize_command(JANUARY))
+            wait_until(
+                lambda: staging_waiters(holder),
+                timeout=300,
+                what="the first run to hold the only slot",
+                watch=[holding],
             )
-            instance = dg.DagsterInstance.from_config(str(stack.home))
-            with month_held(database_url, JANUARY) as holder:
-                holding = stack.spawn("holding", materialize_command(JANUARY))
-                wait_until(
-                    lambda: staging_waiters(holder),
-                    timeout=300,
-                    what="the first run to hold the only slot",
-                    watch=[holding],
-                )
-                (holding_run,) = instance.get_runs()
-                # The run holding the slot is not waiting, and never says it is.
-                assert "waits for a taxi_database pool slot" not in holding.log_tail(100_000)
-                waiting = stack.spawn("waiting", materialize_command(FEBRUARY))
-                blocked_line = wait_until(
-                    lambda: next(
-                        (
-                            line
-                            for line in waiting.log_tail(100_000).splitlines()
-                            if "waits for a taxi_database pool slot" in line
-                        ),
-                        None,
+            (holding_run,) = instance.get_runs()
+            # The run holding the slot is not waiting, and never says it is.
+            assert "waits for a taxi_database pool slot" not in holding.log_tail(100_000)
+            waiting = stack.spawn("waiting", materialize_command(FEBRUARY))
+            blocked_line = wait_until(
+                lambda: next(
+                    (
+                        line
+                        for line in waiting.log_tail(100_000).splitlines()
+                        if "waits for a taxi_database pool slot" in line
                     ),
-                    timeout=300,
-                    what="the second run to say why it waits",
-                    watch=[waiting],
-                )
-                assert " - INFO - " in blocked_line
-                assert f"run {holding_run.run_id} (postgres__green_tripdata_staging, STARTED)" in (
-                    blocked_line
-                )
+                    None,
+                ),
+                timeout=300,
+                what="the second run to say why it waits",
+                watch=[waiting],
+            )
+            assert " - INFO - " in blocked_line
+            assert f"run {holding_run.run_id} (postgres__green_tripdata_staging, STARTED)" in (
+                blocked_line
+            )
 
-                os.kill(waiting.popen.pid, signum)
-                waiting.popen.wait(timeout=60)
+            os.kill(waiting.popen.pid, signum)
+            waiting.popen.wait(timeout=60)
 
-                assert waiting.popen.returncode != 0
-                waiting_run = next(r for r in instance.get_runs() if r.run_id != holding_run.run_id)
-                assert waiting_run.status == dg.DagsterRunStatus.FAILURE
-                info = instance.event_log_storage.get_concurrency_info("taxi_database")
-                # Its claim is withdrawn; the holder's own (assigned) claim stays.
-                assert waiting_run.run_id not in {step.run_id for step in info.pending_steps}
-                assert [slot.run_id for slot in info.claimed_slots] == [holding_run.run_id]
-                assert holding.popen.poll() is None, "the run holding the slot goes on"
-            assert holding.popen.wait(timeout=240) == 0, holding.log_tail()
-            instance.dispose()
+            assert waiting.popen.returncode != 0
+            waiting_run = next(r for r in instance.get_runs() if r.run_id != holding_run.run_id)
+            assert waiting_run.status == dg.DagsterRunStatus.FAILURE
+            info = instance.event_log_storage.get_concurrency_info("taxi_database")
+            # Its claim is withdrawn; the holder's own (assigned) claim stays.
+            assert waiting_run.run_id not in {step.run_id for step in info.pending_steps}
+            assert [slot.run_id for slot in info.claimed_slots] == [holding_run.run_id]
+            assert holding.popen.poll() is None, "the run holding the slot goes on"
+        assert holding.popen.wait(timeout=240) == 0, holding.log_tail()
+        instance.dispose()

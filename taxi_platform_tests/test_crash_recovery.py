@@ -28,9 +28,9 @@ from taxi_platform.tools.generate import write_month
 from taxi_platform_tests.support.http_faults import FaultyMirror
 from taxi_platform_tests.support.run_results import failure_message, metadata
 from taxi_platform_tests.support.stack import (
-    dagster_stack,
-    dagster_storage_url,
+    cli_stack,
     fresh_database,
+    materialize_command,
     wait_until,
 )
 from taxi_platform_tests.test_postgres_etl import assets_of, final_count, load
@@ -192,27 +192,13 @@ def _limit_pool_to_one(home: Path) -> None:
     instance_yaml.write_text(text.replace("default_limit: 2", "default_limit: 1"))
 
 
-def _materialize_command(month: date) -> list[str]:
-    return [
-        str(BIN_DIR / "dagster"),
-        "asset",
-        "materialize",
-        "-m",
-        "taxi_platform.definitions",
-        "--select",
-        "*postgres/green_tripdata",
-        "--partition",
-        partition_key(month),
-    ]
-
-
 def _kill_while_staging(stack, database_url: str, month: date) -> None:
     """Start a run of ``month`` and SIGKILL it while its staging step holds the pool slot
     (it waits on the month's staging lock, which the test holds)."""
     with psycopg.connect(database_url, autocommit=True) as holder:
         staging_lock = f"taxi_platform:staging:{GREEN.month_table(month)}"
         holder.execute("select pg_advisory_lock(hashtext(%s))", (staging_lock,))
-        victim = stack.spawn(f"victim_{month}", _materialize_command(month))
+        victim = stack.spawn(f"victim_{month}", materialize_command(month))
         wait_until(
             lambda: holder.execute(
                 "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
@@ -240,45 +226,34 @@ def test_a_killed_run_does_not_keep_its_database_slot(
     mirror_folder.mkdir()
     for seed, (month, rows) in enumerate([(JANUARY, 500), (FEBRUARY, 600), (MARCH, 700)]):
         write_month(GREEN, month, rows, mirror_folder, seed=seed)
-    with (
-        FaultyMirror(mirror_folder) as mirror,
-        fresh_database(postgres_server, prefix="dag") as storage_url,
-    ):
-        env = {
-            "TAXI_HOME": str(tmp_path / "taxi_home"),
-            "TAXI_DATABASE_URL": database_url,
-            "DAGSTER_POSTGRES_URL": dagster_storage_url(storage_url),
-            "TAXI_SOURCE_URL": mirror.base_url,
+    with cli_stack(tmp_path, postgres_server, database_url, mirror_folder, monkeypatch) as stack:
+        _limit_pool_to_one(stack.home)
+        instance = dg.DagsterInstance.from_config(str(stack.home))
+
+        # Killed, then found by the sensor (the daemon's way, with no new run coming).
+        _kill_while_staging(stack, database_url, JANUARY)
+        assert _runs_by_partition(instance) == {"2019-01-01": "STARTED"}
+        assert instance.event_log_storage.get_concurrency_run_ids()
+        evaluation = dead_run_reaper(dg.build_sensor_context(instance=instance))
+        assert "marked 1 dead run(s) failed" in str(evaluation.skip_message)
+        assert _runs_by_partition(instance) == {"2019-01-01": "FAILURE"}
+        assert not instance.event_log_storage.get_concurrency_run_ids()
+        failed = instance.get_runs()[0]
+        failure = instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert "is gone" in failure[-1].dagster_event.message
+
+        # Killed, then found by the next run that needs the database, with no daemon.
+        _kill_while_staging(stack, database_url, FEBRUARY)
+        survivor = stack.run_cli(materialize_command(MARCH), timeout=240)
+        assert survivor.returncode == 0, survivor.stdout[-3000:] + survivor.stderr[-3000:]
+        # The survivor says which run it found dead (Dagster prints run events to stderr).
+        assert "process (pid" in survivor.stderr and "is gone" in survivor.stderr
+        assert _runs_by_partition(instance) == {
+            "2019-01-01": "FAILURE",
+            "2019-02-01": "FAILURE",
+            "2019-03-01": "SUCCESS",
         }
-        monkeypatch.setenv("DAGSTER_POSTGRES_URL", env["DAGSTER_POSTGRES_URL"])
-        with dagster_stack(tmp_path / "stack", env) as stack:
-            _limit_pool_to_one(stack.home)
-            instance = dg.DagsterInstance.from_config(str(stack.home))
-
-            # Killed, then found by the sensor (the daemon's way, with no new run coming).
-            _kill_while_staging(stack, database_url, JANUARY)
-            assert _runs_by_partition(instance) == {"2019-01-01": "STARTED"}
-            assert instance.event_log_storage.get_concurrency_run_ids()
-            evaluation = dead_run_reaper(dg.build_sensor_context(instance=instance))
-            assert "marked 1 dead run(s) failed" in str(evaluation.skip_message)
-            assert _runs_by_partition(instance) == {"2019-01-01": "FAILURE"}
-            assert not instance.event_log_storage.get_concurrency_run_ids()
-            failed = instance.get_runs()[0]
-            failure = instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-            assert "is gone" in failure[-1].dagster_event.message
-
-            # Killed, then found by the next run that needs the database, with no daemon.
-            _kill_while_staging(stack, database_url, FEBRUARY)
-            survivor = stack.run_cli(_materialize_command(MARCH), timeout=240)
-            assert survivor.returncode == 0, survivor.stdout[-3000:] + survivor.stderr[-3000:]
-            # The survivor says which run it found dead (Dagster prints run events to stderr).
-            assert "process (pid" in survivor.stderr and "is gone" in survivor.stderr
-            assert _runs_by_partition(instance) == {
-                "2019-01-01": "FAILURE",
-                "2019-02-01": "FAILURE",
-                "2019-03-01": "SUCCESS",
-            }
-            instance.dispose()
+        instance.dispose()
     with psycopg.connect(database_url) as connection:
         assert connection.execute("select count(*) from green_tripdata").fetchone()[0] == 700
 
@@ -352,52 +327,41 @@ def test_database_that_goes_away_with_dagsters_storage_still_tells_the_user(
 ) -> None:
     mirror_folder = tmp_path / "mirror"
     write_month(GREEN, JANUARY, 500, mirror_folder, seed=1)
-    with (
-        FaultyMirror(mirror_folder) as mirror,
-        fresh_database(own_server, prefix="dag") as storage_url,
-    ):
-        env = {
-            "TAXI_HOME": str(tmp_path / "taxi_home"),
-            "TAXI_DATABASE_URL": own_database_url,
-            "DAGSTER_POSTGRES_URL": dagster_storage_url(storage_url),
-            "TAXI_SOURCE_URL": mirror.base_url,
-        }
-        monkeypatch.setenv("DAGSTER_POSTGRES_URL", env["DAGSTER_POSTGRES_URL"])
-        with dagster_stack(tmp_path / "stack", env) as stack:
-            holder = psycopg.connect(own_database_url, autocommit=True)
-            holder.execute(
-                "select pg_advisory_lock(hashtext(%s))",
-                (f"taxi_platform:staging:{GREEN.month_table(JANUARY)}",),
-            )
-            victim = stack.spawn("victim", _materialize_command(JANUARY))
-            wait_until(
-                lambda: holder.execute(
-                    "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
-                    "and query ilike '%taxi_platform:staging%'"
-                ).fetchone()[0],
-                timeout=300,
-                what="the run's staging step to wait inside the database",
-                watch=[victim],
-            )
-            kill_postmaster(own_server)
-            holder.close()
-            victim.popen.wait(timeout=180)
+    with cli_stack(tmp_path, own_server, own_database_url, mirror_folder, monkeypatch) as stack:
+        holder = psycopg.connect(own_database_url, autocommit=True)
+        holder.execute(
+            "select pg_advisory_lock(hashtext(%s))",
+            (f"taxi_platform:staging:{GREEN.month_table(JANUARY)}",),
+        )
+        victim = stack.spawn("victim", materialize_command(JANUARY))
+        wait_until(
+            lambda: holder.execute(
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                "and query ilike '%taxi_platform:staging%'"
+            ).fetchone()[0],
+            timeout=300,
+            what="the run's staging step to wait inside the database",
+            watch=[victim],
+        )
+        kill_postmaster(own_server)
+        holder.close()
+        victim.popen.wait(timeout=180)
 
-            output = victim.log_tail(200_000)
-            expected = (
-                "green_tripdata_2019-01.csv (partition green 2019-01-01): the database went "
-                "away during staging"
-            )
-            assert expected in output
+        output = victim.log_tail(200_000)
+        expected = (
+            "green_tripdata_2019-01.csv (partition green 2019-01-01): the database went "
+            "away during staging"
+        )
+        assert expected in output
 
-            own_server.start()
-            instance = dg.DagsterInstance.from_config(str(stack.home))
-            (run,) = instance.get_runs()
-            if run.status == dg.DagsterRunStatus.STARTED:
-                dead_run_reaper(dg.build_sensor_context(instance=instance))
-            run = instance.get_run_by_id(run.run_id)
-            assert run.status == dg.DagsterRunStatus.FAILURE
-            failure = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-            assert expected in failure[-1].dagster_event.message
-            instance.dispose()
+        own_server.start()
+        instance = dg.DagsterInstance.from_config(str(stack.home))
+        (run,) = instance.get_runs()
+        if run.status == dg.DagsterRunStatus.STARTED:
+            dead_run_reaper(dg.build_sensor_context(instance=instance))
+        run = instance.get_run_by_id(run.run_id)
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        failure = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert expected in failure[-1].dagster_event.message
+        instance.dispose()
     assert final_count(own_database_url, GREEN) == 0

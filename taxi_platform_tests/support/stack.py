@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -400,3 +401,47 @@ def platform_stack(
             running.start_daemon()
         running.wait_for_location_loaded()
         yield running
+
+
+@contextmanager
+def cli_stack(
+    root: Path,
+    server: EmbeddedPostgres,
+    taxi_database_url: str,
+    mirror_folder: Path,
+    monkeypatch: Any,
+) -> Iterator[DagsterStack]:
+    """What real ``dagster asset materialize`` processes need: a DAGSTER_HOME with the
+    repository's dagster.yaml, Dagster's storage in a fresh database of ``server``, the
+    months of ``mirror_folder`` served over HTTP. ``DAGSTER_POSTGRES_URL`` is set in this
+    process too (through ``monkeypatch``), so the test can open the same instance."""
+    from taxi_platform_tests.support.http_faults import FaultyMirror
+
+    with (
+        FaultyMirror(mirror_folder) as mirror,
+        fresh_database(server, prefix="dag") as storage_url,
+    ):
+        env = {
+            "TAXI_HOME": str(root / "taxi_home"),
+            "TAXI_DATABASE_URL": taxi_database_url,
+            "DAGSTER_POSTGRES_URL": dagster_storage_url(storage_url),
+            "TAXI_SOURCE_URL": mirror.base_url,
+        }
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", env["DAGSTER_POSTGRES_URL"])
+        with dagster_stack(root / "stack", env) as stack:
+            yield stack
+
+
+def materialize_command(month: date, selection: str = "*postgres/green_tripdata") -> list[str]:
+    """``dagster asset materialize`` of one month, as a user runs it from the project."""
+    return [
+        str(BIN_DIR / "dagster"),
+        "asset",
+        "materialize",
+        "-m",
+        "taxi_platform.definitions",
+        "--select",
+        selection,
+        "--partition",
+        f"{month:%Y-%m-%d}",
+    ]
