@@ -75,9 +75,10 @@ class ParquetMonthWriter:
     def __enter__(self) -> ParquetMonthWriter:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, error_type, *exc_info) -> None:
         self._close()
-        self.parquet.unlink(missing_ok=True)
+        if error_type is not None:  # the download failed: finish() will not run
+            self.parquet.unlink(missing_ok=True)
 
     def restart(self) -> None:
         self._close()
@@ -91,8 +92,12 @@ class ParquetMonthWriter:
     def finish(self) -> ConvertedMonth:
         self._close()
         if self._received == 0:
+            self.parquet.unlink(missing_ok=True)
             raise BadTripFile(f"{self.describe}: the file is empty")
-        rows = convert_file(self.taxi, self.parquet, self.target, self.describe)
+        try:
+            rows = convert_file(self.taxi, self.parquet, self.target, self.describe)
+        finally:
+            self.parquet.unlink(missing_ok=True)
         stats = _describe_csv(self.target)
         stats.gz_bytes, stats.rows = self._received, rows
         return stats
