@@ -238,8 +238,13 @@ def test_ctrl_c_stops_everything_and_a_second_up_finds_data_and_runs(
         output = second.finish()
     finally:
         second.kill()
-    assert runs_before and runs_after == runs_before
-    assert runs_before[0]["status"] == "SUCCESS"
+    # The history is intact: every run of the first session is there, the command line's
+    # load still a success (the summary sensor may have added a run meanwhile).
+    before = {run["runId"]: run["status"] for run in runs_before}
+    after = {run["runId"]: run["status"] for run in runs_after}
+    succeeded = [run_id for run_id, status in before.items() if status == "SUCCESS"]
+    assert succeeded and set(before) <= set(after)
+    assert all(after[run_id] == "SUCCESS" for run_id in succeeded)
     assert down.returncode == 0, down.stderr
     assert "SIGTERM: stopping the platform" in output
     assert not [pid for pid in dagster_tree if is_alive(pid)]
