@@ -110,7 +110,7 @@ def test_missing_variables_fail_at_first_use_naming_them(no_gcp_env):
 NO_CREDENTIALS_SCRIPT = """
 import json, dagster as dg
 from taxi_platform.defs.trips.gcp import gcp_setup_assets
-from taxi_platform.resources.gcp import gcp_resources_from_env
+from taxi_platform.defs.resources import gcp_resources_from_env
 result = dg.materialize(gcp_setup_assets(), resources=gcp_resources_from_env(),
                         raise_on_error=False)
 print(json.dumps({e.step_key: e.step_failure_data.user_failure_data.description

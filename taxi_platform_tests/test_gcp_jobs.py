@@ -143,12 +143,13 @@ def test_every_query_job_of_a_month_carries_taxi_month_and_asset_labels(google):
     )
     assert result.success, failure_message(result)
     sent = project.stub.sent("POST", JOBS)
-    assert len(sent) == 4  # create table, merge, two counts
+    # create table, one ALTER per drift column, merge, two counts
+    assert len(sent) == 1 + len(GREEN.optional_columns) + 3
     expected = {"taxi": "green", "month": "2019-01", "asset": "bigquery__green_tripdata"}
     assert all(job["configuration"]["labels"] == expected for job in sent)
     assert (
         metadata(result, "bigquery/green_tripdata")["merge_job_id"]
-        == (sent[1]["jobReference"]["jobId"])
+        == (sent[1 + len(GREEN.optional_columns)]["jobReference"]["jobId"])
     )
 
 
