@@ -26,7 +26,7 @@ import pytest
 from taxi_platform.lib.catalog import GREEN
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 from taxi_platform.local.ports import free_port
-from taxi_platform.tools.generate import write_month
+from taxi_platform.tools.generate import write_month, write_zone_lookup
 from taxi_platform_tests.support.stack import DagsterStack, fresh_database, platform_stack
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -57,6 +57,7 @@ def stack(scratch_root: Path, postgres_server: EmbeddedPostgres) -> Iterator[Dag
     mirror_folder = root / "mirror"
     for month in PUBLISHED_MONTHS:
         write_month(GREEN, month, ROWS, mirror_folder, seed=month.month)
+    write_zone_lookup(mirror_folder)  # the monthly summary joins the zones' boroughs
     with (
         fresh_database(postgres_server, "taxi") as taxi_database_url,
         platform_stack(root, postgres_server, taxi_database_url, mirror_folder) as running,
@@ -152,9 +153,7 @@ def walk_the_readme(walk: Walk) -> None:
     walk.nav("Lineage")
     search = page.get_by_role("textbox", name="Search and filter assets")
     playwright_api.expect(page.get_by_text("green_trips", exact=True).last).to_be_visible()
-    box = search.bounding_box()
-    page.mouse.click(box["x"] + 40, box["y"] + 70, button="right")  # the graph's background
-    page.get_by_text("Expand all groups").last.click()
+    page.get_by_text("green_trips", exact=True).last.dblclick()  # open the taxi type's box
     # Each taxi type's box holds one box per layer (what lies outside the view is not
     # drawn; the screenshot shows what is).
     for group in ("green_trips", "yellow_trips", "bigquery"):
