@@ -235,6 +235,6 @@ def walk_the_readme(walk: Walk) -> None:
     walk.nav("Runs")
     page.get_by_role("tab", name="Failed").click()
     page.get_by_role("link", name=failed["runId"][:8]).first.click()
-    message = page.get_by_text("the month is not published at the source").first
+    message = page.get_by_text("not published by the course source").first
     playwright_api.expect(message).to_be_visible()
     walk.shot("failed_run_message")
