@@ -37,8 +37,8 @@ def dg_list_defs() -> dict:
         capture_output=True,
         text=True,
         timeout=300,
-        check=True,
     )
+    assert listed.returncode == 0, listed.stderr[-3000:]
     return json.loads(listed.stdout)
 
 

@@ -13,13 +13,13 @@ import dagster as dg
 import pytest
 
 from taxi_platform.defs.trips.gcp import (
-    BIGQUERY_MERGE_POOL,
     build_gcp_assets,
     external_asset,
     final_asset,
     gcp_setup_assets,
 )
 from taxi_platform.lib.catalog import GREEN
+from taxi_platform.lib.pool_limits import BIGQUERY_MERGE_POOL, apply_pool_limits
 from taxi_platform.lib.warehouse import (
     GcpConcurrentUpdate,
     GcpError,
@@ -225,3 +225,48 @@ def test_merges_into_the_trip_tables_share_one_pool():
     pools = {asset.key.to_user_string(): asset.op.pool for asset in build_gcp_assets(GREEN)}
     assert pools.pop("bigquery/green_tripdata") == BIGQUERY_MERGE_POOL == "bigquery_merge"
     assert set(pools.values()) == {None}
+
+
+def pool_limits(instance: dg.DagsterInstance) -> dict[str, tuple[int, bool]]:
+    return {
+        limit.name: (limit.limit, limit.from_default)
+        for limit in instance.event_log_storage.get_pool_limits()
+    }
+
+
+def test_the_merge_pool_gets_one_slot_unless_an_operator_set_its_limit():
+    """On a real (SQLite) instance: no limit yet, the default's, and one set by hand."""
+    with (
+        dg.instance_for_test() as fresh,
+        dg.instance_for_test(
+            overrides={"concurrency": {"pools": {"default_limit": 2}}}
+        ) as defaulted,
+        dg.instance_for_test() as by_hand,
+    ):
+        defaulted.event_log_storage.initialize_concurrency_limit_to_default(BIGQUERY_MERGE_POOL)
+        by_hand.event_log_storage.set_concurrency_slots(BIGQUERY_MERGE_POOL, 3)
+        before = pool_limits(defaulted)[BIGQUERY_MERGE_POOL]
+        for instance in (fresh, defaulted, by_hand):
+            apply_pool_limits(instance)
+
+        assert before == (2, True)
+        assert pool_limits(fresh)[BIGQUERY_MERGE_POOL] == (1, False)
+        assert pool_limits(defaulted)[BIGQUERY_MERGE_POOL] == (1, False)
+        assert pool_limits(by_hand)[BIGQUERY_MERGE_POOL] == (3, False)
+
+
+def test_a_run_using_bigquery_sets_the_merge_pool_before_its_steps_run(google):
+    """Resources are set up before the steps claim slots (in-process executor)."""
+    project = project_of(google, BigQueryJobs(PROJECT))
+    bigquery = project.resources()["bigquery"]
+
+    @dg.asset(pool=BIGQUERY_MERGE_POOL)
+    def merge_like(bigquery: TaxiBigQueryResource) -> None:
+        """Stands for a merge: it only needs the resource set up."""
+
+    with dg.instance_for_test() as instance:
+        assert BIGQUERY_MERGE_POOL not in pool_limits(instance)
+        result = dg.materialize([merge_like], resources={"bigquery": bigquery}, instance=instance)
+
+        assert result.success
+        assert pool_limits(instance)[BIGQUERY_MERGE_POOL] == (1, False)

@@ -9,11 +9,12 @@ import psycopg
 import pytest
 
 from taxi_platform.defs.reports.assets import build_report_assets, taxi_zone_lookup
-from taxi_platform.defs.trips.checks import CheckThresholds, build_taxi_checks
+from taxi_platform.defs.trips.checks import build_taxi_checks
 from taxi_platform.defs.trips.postgres import etl_assets
 from taxi_platform.lib.catalog import GREEN, YELLOW, TaxiType
 from taxi_platform.lib.months import partition_key
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
+from taxi_platform.resources.check_thresholds import CheckThresholds
 from taxi_platform.tools.generate import write_month, write_zone_lookup
 from taxi_platform.tools.mirror import ReleaseMirror
 

@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -26,14 +26,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxi_platform.definitions import build_definitions
-from taxi_platform.defs.trips.checks import CheckThresholds
+from taxi_platform.defs.resources import trip_partitions
+from taxi_platform.defs.trips.checks import build_taxi_checks
 from taxi_platform.defs.trips.postgres import etl_assets
+from taxi_platform.defs.trips.raw import build_raw_asset
 from taxi_platform.defs.trips.sensors import release_sensor_start
 from taxi_platform.lib.catalog import GREEN, YELLOW, TaxiType
 from taxi_platform.lib.months import partition_key
 from taxi_platform.lib.sql import postgres as pg_sql
 from taxi_platform.lib.tlc_parquet import convert_file
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
+from taxi_platform.resources.check_thresholds import CheckThresholds
 from taxi_platform.tools.generate import write_month, write_zone_lookup
 from taxi_platform.tools.generate_tlc import tlc_path, tlc_schema, write_tlc_month
 from taxi_platform.tools.mirror import ReleaseMirror
@@ -463,3 +466,109 @@ def test_generated_tlc_months_have_the_real_files_columns(real_data: Path) -> No
         taxi = GREEN if taxi_name == "green" else YELLOW
         month = date(int(month_text[:4]), int(month_text[5:7]), 1)
         assert tlc_schema(taxi, month).names == row["column_names"].split(","), row["file_name"]
+
+
+# What a code location loaded with TAXI_SOURCES=course shows: every partitioned asset's and
+# job's calendar, and the tick of 1 September 2021 (the source URL is unreachable, so a HEAD
+# would not skip: the run would be requested).
+CALENDAR_PROBE = """
+import json
+from datetime import datetime, timezone
+import dagster as dg
+from taxi_platform.definitions import build_definitions
+from taxi_platform.defs.resources import trip_partitions
+from taxi_platform.resources import TripFileSource
+
+defs = build_definitions()
+calendars = {}
+graph = defs.resolve_asset_graph()
+for key in graph.get_all_asset_keys():
+    partitions = graph.get(key).partitions_def
+    if partitions is not None:
+        keys = partitions.get_partition_keys()
+        calendars[key.to_user_string()] = [len(keys), keys[0], keys[-1]]
+for job in defs.resolve_all_job_defs():
+    if job.partitions_def is not None:
+        keys = job.partitions_def.get_partition_keys()
+        calendars["job:" + job.name] = [len(keys), keys[0], keys[-1]]
+unreachable = TripFileSource(base_url="http://127.0.0.1:9", tlc_url="http://127.0.0.1:9",
+                             sources="course", max_attempts=1)
+schedule = defs.resolve_schedule_def("green_postgres_monthly")
+tick = datetime(2021, 9, 1, 14, tzinfo=timezone.utc)
+with dg.build_schedule_context(scheduled_execution_time=tick,
+                               resources={"trip_source": unreachable}) as context:
+    result = schedule.evaluate_tick(context)
+print(json.dumps({"calendars": calendars, "skip": result.skip_message,
+                  "requests": len(result.run_requests or [])}))
+"""
+
+
+def test_with_the_course_releases_alone_the_calendar_ends_in_july_2021() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAXI_")}
+    done = subprocess.run(
+        [sys.executable, "-c", CALENDAR_PROBE],
+        env={**env, "TAXI_SOURCES": "course"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    probe = json.loads(done.stdout.strip().splitlines()[-1])
+
+    calendars = probe["calendars"]
+    assert "raw/green_tripdata_csv" in calendars and "job:yellow_gcp" in calendars
+    assert {tuple(calendar) for calendar in calendars.values()} == {
+        (31, "2019-01-01", "2021-07-01")
+    }
+    assert probe["requests"] == 0
+    assert "after the last month of the sources in use" in probe["skip"], probe["skip"]
+    assert "2019-01 to 2021-07" in probe["skip"] and "TAXI_SOURCES=course,tlc" in probe["skip"]
+
+
+def test_by_default_the_calendar_runs_to_the_last_complete_month() -> None:
+    today = datetime.now(ZoneInfo("UTC")).date()
+    last_complete = partition_key(date(today.year, today.month, 1) - timedelta(days=1))
+    graph = build_definitions().resolve_asset_graph()
+
+    last_keys = {
+        graph.get(key).partitions_def.get_last_partition_key()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).partitions_def is not None
+    }
+
+    assert last_keys == {last_complete}
+
+
+def test_the_header_check_of_a_released_tlc_month_reads_the_recorded_header(
+    mirror, mirror_folder: Path, tmp_path: Path
+) -> None:
+    """Checked again once its landed file is gone, a TLC month's header comes from its raw
+    materialization: its source is Parquet, with no header line to read back."""
+    write_tlc_month(GREEN, FEBRUARY_2025, 50, mirror_folder, seed=4)
+    landing = LandingArea(root=str(tmp_path / "landing"), retention="keep")
+    resources = {"trip_source": source(mirror, "tlc"), "landing": landing}
+    raw, header_check = build_raw_asset(GREEN), build_taxi_checks(GREEN)[0]
+    instance = dg.DagsterInstance.ephemeral()
+    key = partition_key(FEBRUARY_2025)
+
+    landed = dg.materialize(
+        [raw, header_check], partition_key=key, resources=resources, instance=instance
+    )
+    landing.csv_path(GREEN, FEBRUARY_2025).unlink()
+    # Re-executing the check's step alone, as the UI's "re-execute selected step" does.
+    job = dg.define_asset_job("raw_month", partitions_def=trip_partitions())
+    defs = dg.Definitions(
+        assets=[raw], asset_checks=[header_check], jobs=[job], resources=resources
+    )
+    rechecked = defs.resolve_job_def("raw_month").execute_in_process(
+        partition_key=key,
+        instance=instance,
+        op_selection=["raw__green_tripdata_csv_header_matches_catalogue"],
+    )
+
+    first, again = (
+        check_results(result)["header_matches_catalogue"] for result in (landed, rechecked)
+    )
+    assert first.passed and again.passed
+    assert again.metadata["read_from"].value == f"the raw materialization of {key}"
+    assert again.metadata["columns"].value == len(GREEN.full_header)

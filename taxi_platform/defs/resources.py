@@ -9,14 +9,16 @@ builds when the definitions load.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import dagster as dg
 
-from taxi_platform.defs.trips.checks import CheckThresholds
-from taxi_platform.defs.trips.jobs import TARGETS
+from taxi_platform.lib.asset_keys import TARGETS
+from taxi_platform.lib.months import monthly_partitions
 from taxi_platform.local.embedded_postgres import taxi_home
+from taxi_platform.resources.check_thresholds import CheckThresholds
 from taxi_platform.resources.gcp import (
     BIGQUERY_EMULATOR_HOST,
     BIGQUERY_JOB_TIMEOUT,
@@ -33,6 +35,7 @@ from taxi_platform.resources.trip_source import (
     DEFAULT_SOURCES,
     DEFAULT_TLC_URL,
     TripFileSource,
+    last_served_month,
     parse_sources,
 )
 
@@ -103,11 +106,23 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
+def _source_names() -> tuple[str, ...]:
+    return parse_sources(os.environ.get("TAXI_SOURCES") or DEFAULT_SOURCES)
+
+
+@functools.cache
+def trip_partitions() -> dg.MonthlyPartitionsDefinition:
+    """The months users see and load: from 2019-01 to the last complete month, or to the
+    course releases' last month (2021-07) with ``TAXI_SOURCES=course``. Built once, so
+    every asset, check and job of the code location shares one calendar."""
+    return monthly_partitions(last_served_month(_source_names()))
+
+
 def trip_source() -> TripFileSource:
     """``TAXI_SOURCE_URL`` (course releases), ``TAXI_TLC_URL`` (the TLC's Parquet files) and
     ``TAXI_SOURCES`` (``course,tlc`` by default, ``tlc`` or ``course``): where months come
     from. A wrong ``TAXI_SOURCES`` fails here, when the definitions load."""
-    parse_sources(os.environ.get("TAXI_SOURCES") or DEFAULT_SOURCES)
+    _source_names()
     return TripFileSource(
         base_url=_env_or("TAXI_SOURCE_URL", DEFAULT_SOURCE_URL),
         tlc_url=_env_or("TAXI_TLC_URL", DEFAULT_TLC_URL),

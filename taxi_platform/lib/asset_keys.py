@@ -17,6 +17,11 @@ BUCKET_ASSET_KEY = dg.AssetKey(["gcs", "bucket"])
 DATASET_ASSET_KEY = dg.AssetKey(["bigquery", "dataset"])
 ZONE_LOOKUP_KEY = dg.AssetKey(["raw", "taxi_zone_lookup"])
 
+# The paths a month loads along (one job per taxi type and path), and the key prefixes of
+# the Google Cloud path's assets.
+TARGETS = ("postgres", "gcp")
+GCP_KEY_PREFIXES = ("gcs", "bigquery")
+
 
 def _layer_key(layer: str, name: str) -> Callable[[TaxiType], dg.AssetKey]:
     """A key function: the layer prefix, then ``name`` with the taxi type's ``{table}``

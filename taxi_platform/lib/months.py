@@ -8,11 +8,16 @@ import dagster as dg
 
 from taxi_platform.lib.catalog import FIRST_PUBLISHED_MONTH
 
-# Open-ended: the source may publish new months, and the schedule and the release sensor
-# ask for them as they come. Months that are not published fail with a clear 404 message.
-MONTHLY_PARTITIONS = dg.MonthlyPartitionsDefinition(
-    start_date=FIRST_PUBLISHED_MONTH.isoformat(), fmt="%Y-%m-%d"
-)
+
+def monthly_partitions(last_month: date | None = None) -> dg.MonthlyPartitionsDefinition:
+    """One partition per month from 2019-01, to ``last_month`` or, when None, open-ended:
+    the TLC publishes new months, and the schedules and the release sensor ask for them
+    as they come (a month not published yet fails with a clear 404 message)."""
+    return dg.MonthlyPartitionsDefinition(
+        start_date=FIRST_PUBLISHED_MONTH.isoformat(),
+        end_date=next_month(last_month).isoformat() if last_month else None,
+        fmt="%Y-%m-%d",
+    )
 
 
 def month_start(partition_key: str) -> date:

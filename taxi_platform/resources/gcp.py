@@ -42,6 +42,7 @@ from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 from pydantic import Field
 
+from taxi_platform.lib.pool_limits import apply_pool_limits
 from taxi_platform.lib.warehouse import (
     BigQueryWarehouse,
     DuckDBWarehouse,
@@ -356,6 +357,12 @@ class TaxiBigQueryResource(BigQueryResource):
 
     def get_object_to_set_on_execution_context(self) -> Any:
         return self  # as for GCS: the client is made at first use, not at step start
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Runs set up their resources before their steps claim pool slots: the BigQuery
+        merges' one-slot pool is in place before this run's merge asks for a slot."""
+        if context.instance is not None:
+            apply_pool_limits(context.instance, context.log.info if context.log else None)
 
     @contextmanager
     def get_client(self) -> Iterator[Any]:

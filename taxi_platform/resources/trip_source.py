@@ -41,6 +41,11 @@ def parse_sources(text: str) -> tuple[str, ...]:
     return names
 
 
+def last_served_month(names: tuple[str, ...]) -> date | None:
+    """The last month the sources ``names`` can serve: None (no end) when the TLC is used."""
+    return None if TLC in names else LAST_PUBLISHED_MONTH
+
+
 class TripFileSource(dg.ConfigurableResource):
     """HTTP access to the release files, with timeouts and retries with backoff.
 
@@ -91,7 +96,7 @@ class TripFileSource(dg.ConfigurableResource):
 
     def last_served_month(self) -> date | None:
         """The last month any source in use can serve: None when the TLC is in use."""
-        return None if TLC in self.source_names else LAST_PUBLISHED_MONTH
+        return last_served_month(self.source_names)
 
     def url_for(self, taxi: TaxiType, month_start: date) -> str:
         if self.source_for(month_start) == TLC:

@@ -8,10 +8,11 @@ that month lands in the final table (the ``{taxi}_monthly_summary_sensor`` reque
 import dagster as dg
 import psycopg
 
+from taxi_platform.defs.resources import trip_partitions
 from taxi_platform.defs.trips.postgres import DATABASE_POOL
 from taxi_platform.lib.asset_keys import ZONE_LOOKUP_KEY, postgres_table_key, summary_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
-from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start, next_month
+from taxi_platform.lib.months import month_start, next_month
 from taxi_platform.lib.sql import reports as statements
 from taxi_platform.resources import PostgresResource, TripFileSource
 from taxi_platform.resources.trip_source import MonthNotPublished, SourceUnavailable
@@ -79,7 +80,7 @@ def build_report_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=summary_asset_key(taxi),
         deps=[postgres_table_key(taxi), ZONE_LOOKUP_KEY],
-        partitions_def=MONTHLY_PARTITIONS,
+        partitions_def=trip_partitions(),
         group_name="reports",
         kinds={"postgres"},
         pool=DATABASE_POOL,

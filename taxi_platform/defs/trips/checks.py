@@ -11,7 +11,6 @@ month's checks in the same run, right after the asset they check:
 """
 
 import warnings
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -19,68 +18,68 @@ from datetime import date
 import dagster as dg
 import psycopg
 from psycopg import sql
-from pydantic import Field
 
+from taxi_platform.defs.resources import trip_partitions
 from taxi_platform.defs.trips.postgres import DATABASE_POOL
+from taxi_platform.defs.trips.raw import RAW_HEADER_KEY
 from taxi_platform.lib.asset_keys import postgres_table_key, raw_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import parse_header
-from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start, next_month
+from taxi_platform.lib.months import month_start, next_month
 from taxi_platform.lib.sql import checks as statements
 from taxi_platform.lib.sql.postgres import ID_LOOKUP_PLAN_SETTINGS
-from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
+from taxi_platform.resources import LandingArea, PostgresResource
+from taxi_platform.resources.check_thresholds import CheckThresholds
 
 HEADER_PROBE_BYTES = 1 << 16
 
 
-class CheckThresholds(dg.ConfigurableResource):
-    """Limits of the checks that tolerate some dirt, as real files have it."""
-
-    outside_month_warn_share: float = Field(
-        default=0.01,
-        description=(
-            "Share of a month's rows picked up outside the month above which the check "
-            "warns. Real files have some (late reports, clock errors from 2008/2009)."
-        ),
-    )
-
-
-def _first_line(taxi: TaxiType, partition: str, landing: LandingArea, source: TripFileSource):
-    """The month's header line: from the landed file, or the source's if it was removed."""
-    month = month_start(partition)
+def _landed_header(
+    context: dg.AssetCheckExecutionContext, taxi: TaxiType, landing: LandingArea
+) -> tuple[tuple[str, ...] | None, str]:
+    """The month's header and where it was read: the landed file, or, once the file is
+    released, the header its raw materialization recorded (a TLC month's source is
+    Parquet, which has no header line to read back)."""
+    month = month_start(context.partition_key)
     csv_path = landing.csv_path(taxi, month)
     if csv_path.exists():
         with open(csv_path, "rb") as csv_file:
-            return csv_file.readline(HEADER_PROBE_BYTES), str(csv_path)
-    url = source.url_for(taxi, month)
-    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    head = b""
-    with source.open_stream(url) as response:
-        for chunk in response.iter_content(chunk_size=1 << 14):
-            head += decompressor.decompress(chunk)
-            if b"\n" in head or len(head) > HEADER_PROBE_BYTES:
-                break
-    return head.split(b"\n", 1)[0], url
+            return parse_header(csv_file.readline(HEADER_PROBE_BYTES)), str(csv_path)
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=raw_asset_key(taxi), asset_partitions=[context.partition_key]
+        ),
+        limit=1,
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    recorded = materialization.metadata.get(RAW_HEADER_KEY) if materialization else None
+    if recorded is None:
+        return None, f"{csv_path} (gone, and no header recorded by its raw materialization)"
+    return tuple(recorded.value.split(",")), f"the raw materialization of {context.partition_key}"
 
 
 def build_taxi_checks(taxi: TaxiType) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(
         asset=raw_asset_key(taxi),
         name="header_matches_catalogue",
-        partitions_def=MONTHLY_PARTITIONS,
+        partitions_def=trip_partitions(),
         blocking=True,
         description="The file's header is the catalogue's, column for column, in order.",
     )
     def header_matches_catalogue(
-        context: dg.AssetCheckExecutionContext, landing: LandingArea, trip_source: TripFileSource
+        context: dg.AssetCheckExecutionContext, landing: LandingArea
     ) -> dg.AssetCheckResult:
         """Blocking, so the load waits for it and the landed file is still there to read.
 
         The raw asset already refuses a wrong header; this check makes the comparison
         visible per month, and catches a landed file changed after download.
         """
-        first_line, where = _first_line(taxi, context.partition_key, landing, trip_source)
-        found = parse_header(first_line)
+        found, where = _landed_header(context, taxi, landing)
+        if found is None:
+            return dg.AssetCheckResult(
+                passed=False,
+                metadata={"read_from": where, "problem": "materialize the raw month again"},
+            )
         # A course month has the course header; a TLC month the full one (optional last).
         expected = taxi.full_header if found == taxi.full_header else taxi.header
         missing = [name for name in expected if name not in found]
@@ -125,7 +124,7 @@ def build_postgres_table_checks(taxi: TaxiType) -> dg.AssetChecksDefinition:
         name=f"{taxi.table}_month_checks",
         specs=[
             dg.AssetCheckSpec(
-                name, asset=key, partitions_def=MONTHLY_PARTITIONS, description=description
+                name, asset=key, partitions_def=trip_partitions(), description=description
             )
             for name, description in FINAL_TABLE_CHECKS.items()
         ],

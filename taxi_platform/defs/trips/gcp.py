@@ -18,6 +18,7 @@ from typing import Any
 
 import dagster as dg
 
+from taxi_platform.defs.resources import trip_partitions
 from taxi_platform.defs.trips.raw import describe_month
 from taxi_platform.defs.trips.retention import release_landed_file
 from taxi_platform.lib.asset_keys import (
@@ -33,7 +34,8 @@ from taxi_platform.lib.asset_keys import (
 )
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landed_month import landed_month_or_fail
-from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
+from taxi_platform.lib.months import month_start
+from taxi_platform.lib.pool_limits import BIGQUERY_MERGE_POOL
 from taxi_platform.lib.sql import bigquery as bq_sql
 from taxi_platform.lib.table_schema import bigquery_table_schema
 from taxi_platform.lib.warehouse import (
@@ -46,9 +48,6 @@ from taxi_platform.resources import LandingArea
 from taxi_platform.resources.gcp import TaxiBigQueryResource, TaxiGCSResource
 
 GCP_SETUP_GROUP = "gcp_setup"
-# BigQuery fails the second of two conflicting MERGEs into one table ("Could not serialize
-# access"), so merges queue in a pool of their own; its limit is 1 (see README).
-BIGQUERY_MERGE_POOL = "bigquery_merge"
 
 
 @contextmanager
@@ -151,7 +150,7 @@ def _monthly(taxi: TaxiType, key: dg.AssetKey, deps: list, kind: str, descriptio
     return dg.asset(
         key=key,
         deps=deps,
-        partitions_def=MONTHLY_PARTITIONS,
+        partitions_def=trip_partitions(),
         group_name=layer_group(taxi, kind),
         kinds={kind},
         tags={"taxi": taxi.name},

@@ -14,14 +14,17 @@ from typing import Protocol
 
 import dagster as dg
 
+from taxi_platform.defs.resources import trip_partitions
 from taxi_platform.lib.asset_keys import (
+    GCP_KEY_PREFIXES,
+    TARGETS,
     postgres_table_key,
     raw_asset_key,
     staging_asset_key,
     summary_asset_key,
 )
 from taxi_platform.lib.catalog import TAXIS, TaxiType
-from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
+from taxi_platform.lib.months import month_start
 
 
 class AssetJob(Protocol):
@@ -34,11 +37,6 @@ class AssetJob(Protocol):
     def run_request_for_partition(
         self, partition_key: str, run_key: str | None, tags: Mapping[str, str] | None = None
     ) -> dg.RunRequest: ...
-
-
-TARGETS = ("postgres", "gcp")
-# Key prefixes of the Google Cloud path's assets (taxi_platform.defs.trips.gcp).
-GCP_KEY_PREFIXES = ("gcs", "bigquery")
 
 
 def job_name(taxi: TaxiType, target: str) -> str:
@@ -75,7 +73,7 @@ def build_job(taxi: TaxiType, target: str) -> AssetJob:
     return dg.define_asset_job(
         name=job_name(taxi, target),
         selection=target_selection(taxi, target),
-        partitions_def=MONTHLY_PARTITIONS,
+        partitions_def=trip_partitions(),
         description=(
             f"Loads one month of {taxi.name} trips along the {target} path, with its checks."
         ),
@@ -83,7 +81,7 @@ def build_job(taxi: TaxiType, target: str) -> AssetJob:
         # Per-month tags reach the runs of schedules, sensors and job backfills (the
         # backfill dialog of the job's page); asset backfills take the backfill's tags.
         config=dg.PartitionedConfig(
-            partitions_def=MONTHLY_PARTITIONS,
+            partitions_def=trip_partitions(),
             run_config_for_partition_key_fn=lambda _partition: {},
             tags_for_partition_key_fn=tags_for_partition,
         ),
@@ -112,11 +110,11 @@ def build_summary_job(taxi: TaxiType, summary_key: dg.AssetKey) -> AssetJob:
     return dg.define_asset_job(
         name=summary_job_name(taxi),
         selection=dg.AssetSelection.assets(summary_key),
-        partitions_def=MONTHLY_PARTITIONS,
+        partitions_def=trip_partitions(),
         description=f"Rebuilds a month of reports/{taxi.name}_monthly_summary.",
         tags={"taxi": taxi.name, "target": "reports"},
         config=dg.PartitionedConfig(
-            partitions_def=MONTHLY_PARTITIONS,
+            partitions_def=trip_partitions(),
             run_config_for_partition_key_fn=lambda _partition: {},
             tags_for_partition_key_fn=tags_for_partition,
         ),

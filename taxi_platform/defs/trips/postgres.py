@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import dagster as dg
 import psycopg
 
+from taxi_platform.defs.resources import trip_partitions
 from taxi_platform.defs.trips.raw import build_raw_asset, describe_month
 from taxi_platform.defs.trips.retention import release_landed_file
 from taxi_platform.lib.asset_keys import (
@@ -19,7 +20,7 @@ from taxi_platform.lib.asset_keys import (
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landed_month import landed_month_or_fail
 from taxi_platform.lib.landing import LandedFile
-from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
+from taxi_platform.lib.months import month_start
 from taxi_platform.lib.pool_wait import DATABASE_POOL
 from taxi_platform.lib.postgres_load import (
     DatabaseWentAway,
@@ -90,7 +91,7 @@ def _give_way_to_an_earlier_run(context: dg.AssetExecutionContext, describe: str
 def _database_asset(taxi: TaxiType, **kwargs) -> dict:
     """What every Postgres asset of a taxi type declares alike."""
     return dict(
-        partitions_def=MONTHLY_PARTITIONS,
+        partitions_def=trip_partitions(),
         group_name=layer_group(taxi, "postgres"),
         kinds={"postgres"},
         pool=DATABASE_POOL,
@@ -132,7 +133,7 @@ def build_staging_asset(taxi: TaxiType) -> dg.AssetsDefinition:
                 dg.AssetCheckSpec(
                     ROWS_CHECK,
                     asset=staging_asset_key(taxi),
-                    partitions_def=MONTHLY_PARTITIONS,
+                    partitions_def=trip_partitions(),
                     description="Every line of the landed file became one staged row.",
                 )
             ],

@@ -9,6 +9,7 @@ from datetime import date
 
 import dagster as dg
 
+from taxi_platform.defs.resources import trip_partitions
 from taxi_platform.lib.asset_keys import ASSET_OWNERS, layer_group, raw_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import (
@@ -17,7 +18,7 @@ from taxi_platform.lib.landing import (
     LandingAreaFull,
     land_month,
 )
-from taxi_platform.lib.months import MONTHLY_PARTITIONS, month_start
+from taxi_platform.lib.months import month_start
 from taxi_platform.lib.tlc_parquet import ParquetMonthWriter
 from taxi_platform.resources import LandingArea, TripFileSource
 from taxi_platform.resources.trip_source import TLC, MonthNotPublished, SourceUnavailable
@@ -28,6 +29,11 @@ from taxi_platform.resources.trip_source import TLC, MonthNotPublished, SourceUn
 DOWNLOAD_RETRY_POLICY = dg.RetryPolicy(
     max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
+
+
+# The header the month landed with, comma-separated, in the raw asset's metadata: the
+# header check reads it once the landed file is released.
+RAW_HEADER_KEY = "header"
 
 
 def describe_month(taxi: TaxiType, partition_key: str, source: str = "") -> str:
@@ -48,7 +54,7 @@ def _landing_plan(taxi: TaxiType, month: date, source: str) -> tuple[tuple[str, 
 def build_raw_asset(taxi: TaxiType) -> dg.AssetsDefinition:
     @dg.asset(
         key=raw_asset_key(taxi),
-        partitions_def=MONTHLY_PARTITIONS,
+        partitions_def=trip_partitions(),
         group_name=layer_group(taxi, "raw"),
         kinds={"csv"},
         retry_policy=DOWNLOAD_RETRY_POLICY,
@@ -108,6 +114,7 @@ def build_raw_asset(taxi: TaxiType) -> dg.AssetsDefinition:
                 "rows": landed.rows,
                 "dagster/row_count": landed.rows,
                 "sha256": landed.sha256,
+                RAW_HEADER_KEY: ",".join(header),
                 "downloaded": landed.downloaded,
                 "duration_seconds": round(landed.duration_seconds, 3),
                 "landing_area_bytes": landing.size_bytes(),

@@ -98,13 +98,21 @@ def unpublished_reason(trip_source: TripFileSource, taxi_name: str, month: date)
     own retries deal with it, so a month is never silently left out.
     """
     taxi = TAXIS[taxi_name]
+    source = trip_source.source_for(month)
+    last_month = trip_source.last_served_month()
+    if last_month is not None and month > last_month:
+        # Not a partition either: with the course releases alone the calendar ends there.
+        return (
+            f"{partition_key(month)}: {taxi.name} {month:%Y-%m} is after the last month of "
+            f"the sources in use ({trip_source.served_months(source)}); TAXI_SOURCES="
+            "course,tlc loads later months from the TLC"
+        )
     url = trip_source.url_for(taxi, month)
     try:
         if trip_source.is_published(url):
             return None
     except SourceUnavailable:
         return None
-    source = trip_source.source_for(month)
     return (
         f"{partition_key(month)}: {taxi.name} {month:%Y-%m} is not published yet by the "
         f"{source} source ({url} answered 404; {trip_source.served_months(source)}); "

@@ -95,12 +95,13 @@ def build_new_release_sensor(
         # A month is a partition once it is over (UTC); its file cannot be complete before.
         current_month = datetime.now(timezone.utc).date().replace(day=1)
         seen = _release_cursor(context.cursor, release_sensor_start(trip_source, current_month))
+        last_month = trip_source.last_served_month()  # None: the TLC, which has no end
         run_requests: list[dg.RunRequest] = []
         for taxi_name, taxi_jobs in jobs_by_taxi.items():
             taxi = TAXIS[taxi_name]
             for _ in range(MAX_NEW_MONTHS_PER_TICK):
                 candidate = next_month(seen[taxi_name])
-                if candidate >= current_month:
+                if candidate >= current_month or (last_month and candidate > last_month):
                     break
                 url = trip_source.url_for(taxi, candidate)
                 source = trip_source.source_for(candidate)
