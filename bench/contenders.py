@@ -36,6 +36,7 @@ from psycopg import sql
 
 from bench import zoomcamp_sql
 from bench.ours_run import DATABASE_URL_VARIABLE
+from taxi_platform.lib.asset_keys import PARTITION_ROW_COUNT
 from taxi_platform.lib.catalog import TaxiType
 from taxi_platform.lib.postgres_load import COPY_CHUNK_BYTES, merge_month, stage_month
 
@@ -304,7 +305,7 @@ def dagster_timing(child: ChildRun, taxi: TaxiType) -> Timing:
         process_seconds=child.wall_seconds,
         peak_rss_bytes=child.peak_rss_bytes,
         downloaded=metadata[f"raw/{taxi.table}_csv"].get("downloaded"),
-        rows_staged=metadata[f"postgres/{taxi.table}_staging"].get("rows_staged"),
+        rows_staged=metadata[f"postgres/{taxi.table}_staging"].get(PARTITION_ROW_COUNT),
         rows_inserted=metadata[f"postgres/{taxi.table}"].get("rows_inserted"),
         already_loaded=metadata[f"postgres/{taxi.table}"].get("already_loaded"),
     )

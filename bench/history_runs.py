@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from taxi_platform.lib.asset_keys import PARTITION_ROW_COUNT
 from taxi_platform.lib.catalog import TaxiType
 from taxi_platform.tools.backfill import WebserverClient, backfill_state
 
@@ -153,7 +154,9 @@ def month_run(client: WebserverClient, taxi: TaxiType, run_id: str) -> MonthRun:
         queued_seconds=started - run["creationTime"],
         seconds=ended - started,
         steps=steps,
-        rows=_metadata_int(materializations, ["postgres", f"{taxi.table}_staging"], "rows_staged"),
+        rows=_metadata_int(
+            materializations, ["postgres", f"{taxi.table}_staging"], PARTITION_ROW_COUNT
+        ),
         rows_inserted=_metadata_int(materializations, ["postgres", taxi.table], "rows_inserted"),
         merge_ended=merge_ended,
         created_at=run["creationTime"],

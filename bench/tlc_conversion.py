@@ -30,6 +30,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
+from taxi_platform.lib.asset_keys import PARTITION_ROW_COUNT
 from taxi_platform.lib.catalog import TaxiType, taxi_type
 from taxi_platform.lib.months import parse_month
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
@@ -104,7 +105,7 @@ def _run_month(
     return PathFigures(
         source=source,
         file_bytes=raw["gz_bytes"],
-        rows=raw["rows"],
+        rows=raw[PARTITION_ROW_COUNT],
         landing_seconds=round(step["STEP_SUCCESS"] - step["STEP_START"], 2),
         run_wall_seconds=round(wall, 2),
         peak_rss_mb_rusage=round(int(output.strip().splitlines()[-1]) / 1024, 1),

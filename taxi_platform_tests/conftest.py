@@ -46,6 +46,14 @@ def database_url(postgres_server: EmbeddedPostgres) -> Iterator[str]:
 
 
 @pytest.fixture
+def mirror_folder(tmp_path: Path) -> Path:
+    """An empty folder for a test's release mirror (tests write the months they serve)."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
 def real_data() -> Path:
     if not SHARED_REAL_DATA.is_dir():
         pytest.skip(f"real TLC samples not present at {SHARED_REAL_DATA}")

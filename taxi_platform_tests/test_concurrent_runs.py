@@ -20,7 +20,9 @@ from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 from taxi_platform.tools.generate import write_month
 from taxi_platform_tests.support.stack import (
     cli_stack,
+    hold_staging_lock,
     materialize_command,
+    wait_for_staging_lock_wait,
     wait_until,
 )
 
@@ -28,31 +30,35 @@ JANUARY, FEBRUARY, MARCH = date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)
 BIN_DIR = Path(sys.executable).parent
 
 
-def test_second_run_of_a_month_gives_way_to_the_first_naming_it(
+@pytest.fixture
+def stack_of(
     postgres_server: EmbeddedPostgres,
     database_url: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+):
+    """Opens the CLI stack (``cli_stack``) over the months written to the mirror folder."""
+    return lambda: cli_stack(
+        tmp_path, postgres_server, database_url, mirror_folder_of(tmp_path), monkeypatch
+    )
+
+
+def mirror_folder_of(tmp_path: Path) -> Path:
+    return tmp_path / "mirror"
+
+
+def test_second_run_of_a_month_gives_way_to_the_first_naming_it(
+    stack_of, database_url: str, tmp_path: Path
 ) -> None:
-    mirror_folder = tmp_path / "mirror"
-    write_month(GREEN, JANUARY, 800, mirror_folder, seed=1)
-    with cli_stack(tmp_path, postgres_server, database_url, mirror_folder, monkeypatch) as stack:
+    write_month(GREEN, JANUARY, 800, mirror_folder_of(tmp_path), seed=1)
+    with stack_of() as stack:
         instance = dg.DagsterInstance.from_config(str(stack.home))
         with psycopg.connect(database_url, autocommit=True) as holder:
             # The first run waits inside its staging step, on the month's lock.
-            holder.execute(
-                "select pg_advisory_lock(hashtext(%s))",
-                (f"taxi_platform:staging:{GREEN.month_table(JANUARY)}",),
-            )
+            hold_staging_lock(holder, GREEN, JANUARY)
             first = stack.spawn("first", materialize_command(JANUARY))
-            wait_until(
-                lambda: holder.execute(
-                    "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
-                    "and query ilike '%taxi_platform:staging%'"
-                ).fetchone()[0],
-                timeout=300,
-                what="the first run's staging step to wait for the month",
-                watch=[first],
+            wait_for_staging_lock_wait(
+                holder, first, "the first run's staging step to wait for the month"
             )
             (first_run,) = instance.get_runs()
 
@@ -96,16 +102,11 @@ def month_held(database_url: str, month: date) -> Iterator[psycopg.Connection]:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_run_waiting_for_a_pool_slot_names_the_holders_and_stops_on_a_signal(
-    signum: int,
-    postgres_server: EmbeddedPostgres,
-    database_url: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    signum: int, stack_of, database_url: str, tmp_path: Path
 ) -> None:
-    mirror_folder = tmp_path / "mirror"
     for seed, month in enumerate([JANUARY, FEBRUARY]):
-        write_month(GREEN, month, 300, mirror_folder, seed=seed)
-    with cli_stack(tmp_path, postgres_server, database_url, mirror_folder, monkeypatch) as stack:
+        write_month(GREEN, month, 300, mirror_folder_of(tmp_path), seed=seed)
+    with stack_of() as stack:
         instance_yaml = stack.home / "dagster.yaml"
         instance_yaml.write_text(
             instance_yaml.read_text().replace("default_limit: 2", "default_limit: 1")

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from taxi_platform.defs.trips.sensors import dead_run_reaper
+from taxi_platform.lib.asset_keys import PARTITION_ROW_COUNT
 from taxi_platform.lib.catalog import GREEN
 from taxi_platform.lib.months import partition_key
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
@@ -30,7 +31,9 @@ from taxi_platform_tests.support.run_results import failure_message, metadata
 from taxi_platform_tests.support.stack import (
     cli_stack,
     fresh_database,
+    hold_staging_lock,
     materialize_command,
+    wait_for_staging_lock_wait,
     wait_until,
 )
 from taxi_platform_tests.test_postgres_etl import assets_of, final_count, load
@@ -119,7 +122,7 @@ def test_crash_between_staging_and_merge_never_records_the_month_as_merged(
         partition_key=partition_key(JANUARY),
         resources=resources,
     )
-    assert metadata(staged, "postgres/green_tripdata_staging")["rows_staged"] == 2000
+    assert metadata(staged, "postgres/green_tripdata_staging")[PARTITION_ROW_COUNT] == 2000
 
     kill_postmaster(own_server)
     own_server.start()
@@ -329,19 +332,10 @@ def test_database_that_goes_away_with_dagsters_storage_still_tells_the_user(
     write_month(GREEN, JANUARY, 500, mirror_folder, seed=1)
     with cli_stack(tmp_path, own_server, own_database_url, mirror_folder, monkeypatch) as stack:
         holder = psycopg.connect(own_database_url, autocommit=True)
-        holder.execute(
-            "select pg_advisory_lock(hashtext(%s))",
-            (f"taxi_platform:staging:{GREEN.month_table(JANUARY)}",),
-        )
+        hold_staging_lock(holder, GREEN, JANUARY)
         victim = stack.spawn("victim", materialize_command(JANUARY))
-        wait_until(
-            lambda: holder.execute(
-                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
-                "and query ilike '%taxi_platform:staging%'"
-            ).fetchone()[0],
-            timeout=300,
-            what="the run's staging step to wait inside the database",
-            watch=[victim],
+        wait_for_staging_lock_wait(
+            holder, victim, "the run's staging step to wait inside the database"
         )
         kill_postmaster(own_server)
         holder.close()

@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from taxi_platform.lib.asset_keys import PARTITION_ROW_COUNT
 from taxi_platform.lib.catalog import GREEN
 from taxi_platform.lib.landing import land_month
 from taxi_platform.lib.months import partition_key
@@ -30,13 +31,6 @@ from taxi_platform_tests.test_postgres_etl import assets_of, final_count, load, 
 JANUARY = date(2019, 1, 1)
 RELEASE_PATH = "/" + GREEN.release_path(JANUARY)
 DESCRIBE = "green_tripdata_2019-01.csv (partition green 2019-01-01)"
-
-
-@pytest.fixture
-def mirror_folder(tmp_path: Path) -> Path:
-    folder = tmp_path / "mirror"
-    folder.mkdir()
-    return folder
 
 
 @pytest.fixture
@@ -74,7 +68,7 @@ def test_connection_dropped_mid_download_is_resumed_where_it_stopped(
     assert 0 < resumed_from <= cut_at
     raw = metadata(result, "raw/green_tripdata_csv")
     assert raw["gz_bytes"] == gz_path.stat().st_size
-    assert raw["rows"] == 4000
+    assert raw[PARTITION_ROW_COUNT] == 4000
     assert final_count(database_url, GREEN) == 4000
 
 

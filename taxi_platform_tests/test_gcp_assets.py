@@ -28,6 +28,7 @@ from google.cloud import storage
 from taxi_platform.defs.trips.gcp import build_gcp_assets, gcp_setup_assets
 from taxi_platform.defs.trips.raw import build_raw_asset
 from taxi_platform.lib.asset_keys import (
+    PARTITION_ROW_COUNT,
     bigquery_table_key,
     external_asset_key,
     gcs_asset_key,
@@ -191,9 +192,10 @@ def test_a_month_lands_in_gcs_and_merges_with_zoomcamp_ids(resources, mirror, fa
 
     final = metadata(result, "bigquery/green_tripdata")
     assert final["rows_inserted"] == len(GREEN_ROWS)
-    assert final["month_rows"] == final["table_rows"] == len(GREEN_ROWS)
+    assert final[PARTITION_ROW_COUNT] == final["dagster/row_count"] == len(GREEN_ROWS)
+    assert final["dagster/table_name"] == f"{PROJECT}.{DATASET}.green_tripdata"
     assert final["engine"] == "duckdb"
-    assert metadata(result, "bigquery/green_tripdata_month")["rows"] == len(GREEN_ROWS)
+    assert metadata(result, "bigquery/green_tripdata_month")[PARTITION_ROW_COUNT] == len(GREEN_ROWS)
     assert metadata(result, "gcs/green_tripdata_csv")["uri"] == (
         f"gs://{bucket}/green_tripdata_2019-01.csv"
     )
@@ -221,7 +223,7 @@ def test_month_table_is_checked_against_the_uploaded_rows_whatever_the_retention
         resources=resources,
         instance=instance,
     )
-    assert metadata(uploaded, "gcs/green_tripdata_csv")["rows"] == len(GREEN_ROWS)
+    assert metadata(uploaded, "gcs/green_tripdata_csv")[PARTITION_ROW_COUNT] == len(GREEN_ROWS)
     assert not resources["landing"].csv_path(GREEN, JANUARY).exists()  # no sidecar to read
     blob = fake_gcs.client().bucket(resources["gcs"].bucket_name).blob("green_tripdata_2019-01.csv")
     blob.upload_from_string("\n".join([",".join(GREEN.header), *GREEN_ROWS[:3]]) + "\n")

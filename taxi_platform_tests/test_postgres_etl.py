@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from taxi_platform.defs.trips.postgres import etl_assets
+from taxi_platform.lib.asset_keys import PARTITION_ROW_COUNT
 from taxi_platform.lib.catalog import GREEN, YELLOW, TaxiType
 from taxi_platform.lib.months import partition_key
 from taxi_platform.resources import LandingArea, PostgresResource, TripFileSource
@@ -30,13 +31,6 @@ ZOOMCAMP_ID = """md5(coalesce(cast(vendorid as text), '') || coalesce(cast({pick
     || coalesce(cast({dropoff} as text), '') || coalesce(pulocationid, '')
     || coalesce(dolocationid, '') || coalesce(cast(fare_amount as text), '')
     || coalesce(cast(trip_distance as text), ''))"""
-
-
-@pytest.fixture
-def mirror_folder(tmp_path: Path) -> Path:
-    folder = tmp_path / "mirror"
-    folder.mkdir()
-    return folder
 
 
 @pytest.fixture
@@ -100,8 +94,9 @@ def test_a_month_loads_every_row_with_zoomcamp_ids(
 
     result = load(taxi, FEBRUARY, resources)
 
-    assert metadata(result, f"raw/{taxi.table}_csv")["rows"] == len(expected)
-    assert metadata(result, f"postgres/{taxi.table}_staging")["rows_staged"] == len(expected)
+    assert metadata(result, f"raw/{taxi.table}_csv")[PARTITION_ROW_COUNT] == len(expected)
+    staged = metadata(result, f"postgres/{taxi.table}_staging")
+    assert staged[PARTITION_ROW_COUNT] == len(expected)
     assert metadata(result, f"postgres/{taxi.table}")["rows_inserted"] == len(expected)
     with psycopg.connect(database_url) as connection:
         count, filenames, wrong_ids = connection.execute(
@@ -467,5 +462,5 @@ def test_landed_file_matches_the_source_byte_for_byte(
     landed = tmp_path / "landing" / "yellow" / "yellow_tripdata_2019-03.csv"
     assert landed.read_bytes() == gzip.decompress(gz_path.read_bytes())
     raw = metadata(result, "raw/yellow_tripdata_csv")
-    assert raw["rows"] == len(list(csv.reader(io.StringIO(landed.read_text())))) - 1
+    assert raw[PARTITION_ROW_COUNT] == len(list(csv.reader(io.StringIO(landed.read_text())))) - 1
     assert raw["bytes"] == landed.stat().st_size

@@ -31,6 +31,7 @@ from taxi_platform.defs.trips.checks import build_taxi_checks
 from taxi_platform.defs.trips.postgres import etl_assets
 from taxi_platform.defs.trips.raw import build_raw_asset
 from taxi_platform.defs.trips.sensors import release_sensor_start
+from taxi_platform.lib.asset_keys import PARTITION_ROW_COUNT
 from taxi_platform.lib.catalog import GREEN, YELLOW, TaxiType
 from taxi_platform.lib.months import partition_key
 from taxi_platform.lib.sql import postgres as pg_sql
@@ -47,13 +48,6 @@ from taxi_platform_tests.test_postgres_etl import ZOOMCAMP_ID
 APRIL_2020, JULY_2021, AUGUST_2021 = date(2020, 4, 1), date(2021, 7, 1), date(2021, 8, 1)
 MARCH_2023, FEBRUARY_2025 = date(2023, 3, 1), date(2025, 2, 1)
 taxi_assets = etl_assets()
-
-
-@pytest.fixture
-def mirror_folder(tmp_path: Path) -> Path:
-    folder = tmp_path / "mirror"
-    folder.mkdir()
-    return folder
 
 
 @pytest.fixture
@@ -120,7 +114,7 @@ def test_a_tlc_month_gets_the_ids_of_the_same_trips_from_the_course_file(
     raw = metadata(tlc, f"raw/{taxi.table}_csv")
     assert raw["source"] == "tlc"
     assert raw["url"].endswith(f"/trip-data/{taxi.parquet_name(APRIL_2020)}")
-    assert raw["rows"] == 2000
+    assert raw[PARTITION_ROW_COUNT] == 2000
     assert Counter(rows_of(database_url, taxi)) == course_ids
     assert sum(course_ids.values()) == 2000
     assert metadata(again, f"postgres/{taxi.table}")["rows_inserted"] == 0

@@ -17,6 +17,10 @@ BUCKET_ASSET_KEY = dg.AssetKey(["gcs", "bucket"])
 DATASET_ASSET_KEY = dg.AssetKey(["bigquery", "dataset"])
 ZONE_LOOKUP_KEY = dg.AssetKey(["raw", "taxi_zone_lookup"])
 
+# The metadata key under which every monthly asset reports its month's rows (one count per
+# asset; the UI shows it on the partition's materialization).
+PARTITION_ROW_COUNT = "dagster/partition_row_count"
+
 # The paths a month loads along (one job per taxi type and path), and the key prefixes of
 # the Google Cloud path's assets.
 TARGETS = ("postgres", "gcp")

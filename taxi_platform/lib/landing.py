@@ -17,7 +17,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -96,41 +96,14 @@ def land_month(
     ``taxi_platform.lib.tlc_parquet.ParquetMonthWriter``.
     """
     started = time.monotonic()
-    previous = LandedFile.read_sidecar(csv_path)
     with source.open_stream(url) as response:
         etag = response.headers.get("ETag")
-        announced = response.headers.get("Content-Length")
-        if (
-            previous is not None
-            and etag is not None
-            and previous.etag == etag
-            and announced is not None
-            and int(announced) == previous.gz_bytes
-            and csv_path.stat().st_size == previous.bytes
-        ):
-            return LandedFile(
-                **{
-                    **asdict(previous),
-                    "downloaded": False,
-                    "duration_seconds": time.monotonic() - started,
-                }
-            )
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        for leftover in remove_dead_partials(csv_path):
-            if log is not None:
-                log(f"{describe}: removed {leftover.name}, left by a run that died downloading")
-        partial = csv_path.with_name(
-            f".{csv_path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
+        reused = _still_landed(csv_path, etag, response.headers.get("Content-Length"))
+        if reused is not None:
+            return replace(reused, downloaded=False, duration_seconds=time.monotonic() - started)
+        stats = _write_month(
+            source, url, response, csv_path, expected_header, describe, log, writer
         )
-        try:
-            month_writer = (writer or _GunzipWriter)(partial, expected_header, describe)
-            with month_writer:
-                _download(source, url, response, month_writer, describe)
-            stats = month_writer.finish()
-            _check_last_line(stats.last_line, len(expected_header), describe)
-            partial.replace(csv_path)
-        finally:
-            partial.unlink(missing_ok=True)
     landed = LandedFile(
         url=url,
         path=str(csv_path),
@@ -144,6 +117,46 @@ def land_month(
     )
     sidecar_path(csv_path).write_text(json.dumps(asdict(landed)))
     return landed
+
+
+def _still_landed(csv_path: Path, etag: str | None, announced: str | None) -> LandedFile | None:
+    """The landed file, when the source announces the very file it was made from (same
+    ETag and size) and it is still whole on disk; None when it must be downloaded."""
+    previous = LandedFile.read_sidecar(csv_path)
+    if previous is None or etag is None or announced is None:
+        return None
+    if previous.etag != etag or int(announced) != previous.gz_bytes:
+        return None
+    return previous if csv_path.stat().st_size == previous.bytes else None
+
+
+def _write_month(
+    source: StreamSource,
+    url: str,
+    response: requests.Response,
+    csv_path: Path,
+    expected_header: tuple[str, ...],
+    describe: str,
+    log: Callable[[str], None] | None,
+    writer: Callable[[Path, tuple[str, ...], str], MonthWriter] | None,
+) -> _StreamStats:
+    """Write the month into a partial file of this process, checked, then rename it to
+    ``csv_path``: a reader never sees a half-written month under its name."""
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in remove_dead_partials(csv_path):
+        if log is not None:
+            log(f"{describe}: removed {leftover.name}, left by a run that died downloading")
+    partial = csv_path.with_name(f".{csv_path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        month_writer = (writer or _GunzipWriter)(partial, expected_header, describe)
+        with month_writer:
+            _download(source, url, response, month_writer, describe)
+        stats = month_writer.finish()
+        _check_last_line(stats.last_line, len(expected_header), describe)
+        partial.replace(csv_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return stats
 
 
 def remove_dead_partials(csv_path: Path) -> list[Path]:

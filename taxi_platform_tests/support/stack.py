@@ -432,6 +432,28 @@ def cli_stack(
             yield stack
 
 
+def hold_staging_lock(holder: Any, taxi: Any, month: date) -> None:
+    """Take the month's staging lock on ``holder`` (an autocommit connection), so that a
+    run of the month waits inside its staging step, in the database, until it is let go."""
+    holder.execute(
+        "select pg_advisory_lock(hashtext(%s))",
+        (f"taxi_platform:staging:{taxi.month_table(month)}",),
+    )
+
+
+def wait_for_staging_lock_wait(holder: Any, process: Any, what: str) -> None:
+    """Until a session waits on a staging lock (``process`` still running)."""
+    wait_until(
+        lambda: holder.execute(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+            "and query ilike '%taxi_platform:staging%'"
+        ).fetchone()[0],
+        timeout=300,
+        what=what,
+        watch=[process],
+    )
+
+
 def materialize_command(month: date, selection: str = "*postgres/green_tripdata") -> list[str]:
     """``dagster asset materialize`` of one month, as a user runs it from the project."""
     return [

@@ -10,7 +10,12 @@ import psycopg
 
 from taxi_platform.defs.resources import trip_partitions
 from taxi_platform.defs.trips.postgres import DATABASE_POOL
-from taxi_platform.lib.asset_keys import ZONE_LOOKUP_KEY, postgres_table_key, summary_asset_key
+from taxi_platform.lib.asset_keys import (
+    PARTITION_ROW_COUNT,
+    ZONE_LOOKUP_KEY,
+    postgres_table_key,
+    summary_asset_key,
+)
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.months import month_start, next_month
 from taxi_platform.lib.sql import reports as statements
@@ -124,8 +129,7 @@ def build_report_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
                 "revenue": float(revenue),
                 "days": days,
                 "boroughs": boroughs,
-                "summary_rows": summary_rows,
-                "dagster/row_count": summary_rows,
+                PARTITION_ROW_COUNT: summary_rows,
                 "zones_in_lookup": zones,
                 "preview": dg.MetadataValue.md(_markdown_preview(rows)),
             }

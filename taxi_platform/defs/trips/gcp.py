@@ -25,6 +25,7 @@ from taxi_platform.lib.asset_keys import (
     ASSET_OWNERS,
     BUCKET_ASSET_KEY,
     DATASET_ASSET_KEY,
+    PARTITION_ROW_COUNT,
     bigquery_table_key,
     external_asset_key,
     gcs_asset_key,
@@ -193,7 +194,7 @@ def gcs_csv_asset(taxi: TaxiType) -> dg.AssetsDefinition:
             metadata={
                 "uri": result.uri,
                 "bytes": result.bytes,
-                "rows": landed.rows,  # what the month table is checked against
+                PARTITION_ROW_COUNT: landed.rows,  # what the month table is checked against
                 "md5": result.md5_base64,
                 "uploaded": result.uploaded,
                 "generation": result.generation or 0,
@@ -259,7 +260,7 @@ def uploaded_rows(context: dg.AssetExecutionContext, taxi: TaxiType, describe: s
         limit=1,
     ).records
     materialization = records[0].asset_materialization if records else None
-    rows = materialization.metadata.get("rows") if materialization else None
+    rows = materialization.metadata.get(PARTITION_ROW_COUNT) if materialization else None
     if rows is None:
         raise dg.Failure(
             description=f"{describe}: {upload_key.to_user_string()} has no materialization "
@@ -305,8 +306,7 @@ def month_table_asset(taxi: TaxiType) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 "table": bq_sql.table_id(project, dataset, table),
-                "rows": rows,
-                "dagster/row_count": rows,
+                PARTITION_ROW_COUNT: rows,
                 "console": link,
                 **_job_metadata("create", result),
             }
@@ -355,12 +355,11 @@ def final_asset(taxi: TaxiType) -> dg.AssetsDefinition:
         )
         return dg.MaterializeResult(
             metadata={
-                "table": bq_sql.table_id(project, dataset, taxi.table),
-                "month_rows": month_rows,
+                "dagster/table_name": bq_sql.table_id(project, dataset, taxi.table),
+                PARTITION_ROW_COUNT: month_rows,
                 "rows_inserted": rows_inserted,
                 "rows_already_present": month_rows - rows_inserted,
-                "table_rows": table_rows,
-                "dagster/row_count": table_rows,
+                "dagster/row_count": table_rows,  # the whole table
                 "filename": taxi.csv_name(month),
                 **_merge_metadata(created, merged),
                 "engine": engine,

@@ -12,6 +12,7 @@ from taxi_platform.defs.trips.raw import build_raw_asset, describe_month
 from taxi_platform.defs.trips.retention import release_landed_file
 from taxi_platform.lib.asset_keys import (
     ASSET_OWNERS,
+    PARTITION_ROW_COUNT,
     layer_group,
     postgres_table_key,
     raw_asset_key,
@@ -171,8 +172,7 @@ def build_staging_asset(taxi: TaxiType) -> dg.AssetsDefinition:
         release_landed_file(context, landing, taxi, month)
         return dg.MaterializeResult(
             metadata={
-                "rows_staged": staged.rows_staged,
-                "file_rows": landed.rows,
+                PARTITION_ROW_COUNT: staged.rows_staged,
                 "already_loaded": staged.already_loaded,
                 "sha256": landed.sha256,
                 "database": postgres.describe(),
@@ -212,7 +212,9 @@ def build_postgres_table_asset(taxi: TaxiType) -> dg.AssetsDefinition:
         )
         return dg.MaterializeResult(
             metadata={
-                "rows_staged": merged.rows_staged,
+                # The month's rows (its file's); rows_already_present of them had their
+                # id in the table already and were not inserted again.
+                PARTITION_ROW_COUNT: merged.rows_staged,
                 "rows_inserted": merged.rows_inserted,
                 "rows_already_present": merged.rows_already_present,
                 "already_loaded": merged.already_loaded,

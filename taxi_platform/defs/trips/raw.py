@@ -5,16 +5,24 @@ release is gunzipped, a TLC Parquet file converted to the same CSV (``lib/tlc_pa
 """
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
 import dagster as dg
 
 from taxi_platform.defs.resources import trip_partitions
-from taxi_platform.lib.asset_keys import ASSET_OWNERS, layer_group, raw_asset_key
+from taxi_platform.lib.asset_keys import (
+    ASSET_OWNERS,
+    PARTITION_ROW_COUNT,
+    layer_group,
+    raw_asset_key,
+)
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import (
     BadTripFile,
     DownloadInterrupted,
+    LandedFile,
     LandingAreaFull,
     land_month,
 )
@@ -51,6 +59,48 @@ def _landing_plan(taxi: TaxiType, month: date, source: str) -> tuple[tuple[str, 
     return taxi.header, {}
 
 
+@contextmanager
+def _landing_failures(
+    describe: str, source: str, url: str, trip_source: TripFileSource
+) -> Iterator[None]:
+    """What went wrong while landing, as the step's Failure: retried only where a later
+    attempt can help (the source in trouble, a transfer cut too often)."""
+    try:
+        yield
+    except MonthNotPublished:
+        raise dg.Failure(
+            description=(
+                f"{describe}: the month is not published by the {source} source ({url} "
+                f"answered 404); {trip_source.served_months(source)}."
+            ),
+            allow_retries=False,
+        ) from None
+    except DownloadInterrupted as error:
+        raise dg.Failure(description=str(error)) from None  # names the month already
+    except SourceUnavailable as error:
+        raise dg.Failure(description=f"{describe}: {error}") from None
+    except (BadTripFile, LandingAreaFull) as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
+
+
+def _raw_metadata(
+    landed: LandedFile, source: str, url: str, header: tuple[str, ...], landing: LandingArea
+) -> dict[str, object]:
+    return {
+        "source": source,
+        "url": dg.MetadataValue.url(url),
+        "path": dg.MetadataValue.path(landed.path),
+        "bytes": landed.bytes,
+        "gz_bytes": landed.gz_bytes,
+        PARTITION_ROW_COUNT: landed.rows,
+        "sha256": landed.sha256,
+        RAW_HEADER_KEY: ",".join(header),
+        "downloaded": landed.downloaded,
+        "duration_seconds": round(landed.duration_seconds, 3),
+        "landing_area_bytes": landing.size_bytes(),
+    }
+
+
 def build_raw_asset(taxi: TaxiType) -> dg.AssetsDefinition:
     @dg.asset(
         key=raw_asset_key(taxi),
@@ -76,7 +126,7 @@ def build_raw_asset(taxi: TaxiType) -> dg.AssetsDefinition:
         describe = describe_month(taxi, context.partition_key, source)
         url = trip_source.url_for(taxi, month)
         header, convert = _landing_plan(taxi, month, source)
-        try:
+        with _landing_failures(describe, source, url, trip_source):
             landed = land_month(
                 trip_source,
                 url,
@@ -86,40 +136,11 @@ def build_raw_asset(taxi: TaxiType) -> dg.AssetsDefinition:
                 log=context.log.info,
                 **convert,
             )
-        except MonthNotPublished:
-            raise dg.Failure(
-                description=(
-                    f"{describe}: the month is not published by the {source} source ({url} "
-                    f"answered 404); {trip_source.served_months(source)}."
-                ),
-                allow_retries=False,
-            ) from None
-        except DownloadInterrupted as error:
-            raise dg.Failure(description=str(error)) from None  # names the month already
-        except SourceUnavailable as error:
-            raise dg.Failure(description=f"{describe}: {error}") from None
-        except (BadTripFile, LandingAreaFull) as error:
-            raise dg.Failure(description=str(error), allow_retries=False) from None
         context.log.info(
             f"{describe}: {'downloaded' if landed.downloaded else 'already landed'} from "
             f"the {source} source, {landed.rows:,} rows"
         )
-        return dg.MaterializeResult(
-            metadata={
-                "source": source,
-                "url": dg.MetadataValue.url(url),
-                "path": dg.MetadataValue.path(landed.path),
-                "bytes": landed.bytes,
-                "gz_bytes": landed.gz_bytes,
-                "rows": landed.rows,
-                "dagster/row_count": landed.rows,
-                "sha256": landed.sha256,
-                RAW_HEADER_KEY: ",".join(header),
-                "downloaded": landed.downloaded,
-                "duration_seconds": round(landed.duration_seconds, 3),
-                "landing_area_bytes": landing.size_bytes(),
-            }
-        )
+        return dg.MaterializeResult(metadata=_raw_metadata(landed, source, url, header, landing))
 
     return raw_csv
 
