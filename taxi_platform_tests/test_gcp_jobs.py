@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 
 from taxi_platform.defs.trips.gcp import (
+    bigquery_table_asset,
     build_gcp_assets,
     external_asset,
-    final_asset,
     gcp_setup_assets,
 )
 from taxi_platform.lib.catalog import GREEN
@@ -139,7 +139,7 @@ def test_external_table_reads_a_bucket_in_a_region_of_the_datasets_multi_region(
 def test_every_query_job_of_a_month_carries_taxi_month_and_asset_labels(google):
     project = project_of(google, BigQueryJobs(PROJECT, result_rows=[5]))
     result = dg.materialize(
-        [final_asset(GREEN)], partition_key=JANUARY, resources=project.resources()
+        [bigquery_table_asset(GREEN)], partition_key=JANUARY, resources=project.resources()
     )
     assert result.success, failure_message(result)
     sent = project.stub.sent("POST", JOBS)

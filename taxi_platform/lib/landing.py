@@ -431,11 +431,18 @@ def parse_header(first_line: bytes) -> tuple[str, ...]:
     return tuple(name.strip().strip('"') for name in text.split(","))
 
 
+def header_difference(
+    expected: tuple[str, ...], found: tuple[str, ...]
+) -> tuple[list[str], list[str]]:
+    """The names ``found`` lacks, and those it has that ``expected`` does not."""
+    missing = [name for name in expected if name not in found]
+    return missing, [name for name in found if name not in expected]
+
+
 def _check_header(first_line: bytes, expected: tuple[str, ...], describe: str) -> None:
     found = parse_header(first_line)
     if found != expected:
-        missing = [name for name in expected if name not in found]
-        unexpected = [name for name in found if name not in expected]
+        missing, unexpected = header_difference(expected, found)
         raise BadTripFile(
             f"{describe}: unexpected header.\n  expected: {','.join(expected)}\n"
             f"  found:    {','.join(found)}\n"

@@ -24,7 +24,7 @@ from taxi_platform.defs.trips.postgres import DATABASE_POOL
 from taxi_platform.defs.trips.raw import RAW_HEADER_KEY
 from taxi_platform.lib.asset_keys import postgres_table_key, raw_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
-from taxi_platform.lib.landing import parse_header
+from taxi_platform.lib.landing import header_difference, parse_header
 from taxi_platform.lib.months import month_start, next_month
 from taxi_platform.lib.sql import checks as statements
 from taxi_platform.lib.sql.postgres import ID_LOOKUP_PLAN_SETTINGS
@@ -82,8 +82,7 @@ def build_taxi_checks(taxi: TaxiType) -> list[dg.AssetChecksDefinition]:
             )
         # A course month has the course header; a TLC month the full one (optional last).
         expected = taxi.full_header if found == taxi.full_header else taxi.header
-        missing = [name for name in expected if name not in found]
-        unexpected = [name for name in found if name not in expected]
+        missing, unexpected = header_difference(expected, found)
         return dg.AssetCheckResult(
             passed=found == expected,
             metadata={

@@ -321,7 +321,7 @@ def _merge_metadata(created: StatementResult, merged: StatementResult) -> dict[s
     return {"bytes_processed": (created.bytes_processed or 0) + merged.bytes_processed}
 
 
-def final_asset(taxi: TaxiType) -> dg.AssetsDefinition:
+def bigquery_table_asset(taxi: TaxiType) -> dg.AssetsDefinition:
     @_monthly(
         taxi,
         bigquery_table_key(taxi),
@@ -374,7 +374,12 @@ def final_asset(taxi: TaxiType) -> dg.AssetsDefinition:
 
 def build_gcp_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
     """The four monthly assets of one taxi type's Google Cloud path."""
-    return [gcs_csv_asset(taxi), external_asset(taxi), month_table_asset(taxi), final_asset(taxi)]
+    return [
+        gcs_csv_asset(taxi),
+        external_asset(taxi),
+        month_table_asset(taxi),
+        bigquery_table_asset(taxi),
+    ]
 
 
 @dg.definitions

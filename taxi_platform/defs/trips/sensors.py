@@ -13,6 +13,7 @@
 """
 
 import json
+from collections.abc import Iterator
 from datetime import date, datetime, timezone
 
 import dagster as dg
@@ -26,7 +27,7 @@ from taxi_platform.defs.trips.jobs import (
     taxi_of_asset_key,
 )
 from taxi_platform.lib.asset_keys import postgres_table_key
-from taxi_platform.lib.catalog import TAXIS
+from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.months import (
     month_start,
     months_before,
@@ -69,6 +70,37 @@ def release_sensor_start(trip_source: TripFileSource, current_month: date) -> da
     return months_before(current_month, RELEASE_SENSOR_LOOKBACK_MONTHS)
 
 
+def _published_months(
+    context: dg.SensorEvaluationContext,
+    trip_source: TripFileSource,
+    taxi: TaxiType,
+    last_seen: date,
+) -> Iterator[date]:
+    """The months after ``last_seen`` that are published, in order, up to the first that
+    is not (one HEAD each, at most ``MAX_NEW_MONTHS_PER_TICK`` of them)."""
+    # A month is a partition once it is over (UTC); its file cannot be complete before.
+    current_month = datetime.now(timezone.utc).date().replace(day=1)
+    last_month = trip_source.last_served_month()  # None: the TLC, which has no end
+    candidate = last_seen
+    for _ in range(MAX_NEW_MONTHS_PER_TICK):
+        candidate = next_month(candidate)
+        if candidate >= current_month or (last_month and candidate > last_month):
+            return
+        url = trip_source.url_for(taxi, candidate)
+        source = trip_source.source_for(candidate)
+        if not trip_source.is_published(url):
+            context.log.info(
+                f"{taxi.csv_name(candidate)}: not published yet by the {source} source "
+                f"({url}; {trip_source.served_months(source)})"
+            )
+            return
+        context.log.info(
+            f"{taxi.csv_name(candidate)}: published by the {source} source ({url}), "
+            "requesting its runs"
+        )
+        yield candidate
+
+
 def build_new_release_sensor(
     jobs: list[AssetJob],
     minimum_interval_seconds: int = 3600,
@@ -92,30 +124,13 @@ def build_new_release_sensor(
     def new_release_sensor(
         context: dg.SensorEvaluationContext, trip_source: TripFileSource
     ) -> dg.SensorResult:
-        # A month is a partition once it is over (UTC); its file cannot be complete before.
         current_month = datetime.now(timezone.utc).date().replace(day=1)
         seen = _release_cursor(context.cursor, release_sensor_start(trip_source, current_month))
-        last_month = trip_source.last_served_month()  # None: the TLC, which has no end
         run_requests: list[dg.RunRequest] = []
         for taxi_name, taxi_jobs in jobs_by_taxi.items():
-            taxi = TAXIS[taxi_name]
-            for _ in range(MAX_NEW_MONTHS_PER_TICK):
-                candidate = next_month(seen[taxi_name])
-                if candidate >= current_month or (last_month and candidate > last_month):
-                    break
-                url = trip_source.url_for(taxi, candidate)
-                source = trip_source.source_for(candidate)
-                if not trip_source.is_published(url):
-                    context.log.info(
-                        f"{taxi.csv_name(candidate)}: not published yet by the {source} source "
-                        f"({url}; {trip_source.served_months(source)})"
-                    )
-                    break
-                context.log.info(
-                    f"{taxi.csv_name(candidate)}: published by the {source} source ({url}), "
-                    "requesting its runs"
-                )
-                key = partition_key(candidate)
+            last_seen = seen[taxi_name]
+            for month in _published_months(context, trip_source, TAXIS[taxi_name], last_seen):
+                key = partition_key(month)
                 run_requests.extend(
                     job.run_request_for_partition(
                         partition_key=key,
@@ -125,7 +140,7 @@ def build_new_release_sensor(
                     )
                     for job in taxi_jobs
                 )
-                seen[taxi_name] = candidate
+                seen[taxi_name] = month
         cursor = json.dumps({name: f"{month:%Y-%m}" for name, month in sorted(seen.items())})
         return dg.SensorResult(run_requests=run_requests, cursor=cursor)
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 from psycopg import sql
 
 from taxi_platform.lib.catalog import TaxiType
-from taxi_platform.lib.sql.postgres import final_table
+from taxi_platform.lib.sql.postgres import final_table, pickup_identifier, relation_exists
 
 
 def table_exists(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
-    return sql.SQL("select to_regclass({name}) is not null").format(
-        name=sql.Literal(f"{final_schema}.{taxi.table}")
-    )
+    return relation_exists(f"{final_schema}.{taxi.table}")
 
 
 def null_ids(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
@@ -35,7 +33,7 @@ def ids_shared_with_other_files(taxi: TaxiType, final_schema: str = "public") ->
     of overlapping months, each blind to the other). Equal ids have equal pickups, so each
     lookup goes through the pickup index.
     """
-    pickup = sql.Identifier(taxi.column(taxi.pickup_column).postgres_name)
+    pickup = pickup_identifier(taxi)
     return sql.SQL(
         "select count(distinct month.unique_row_id) from {final} as month "
         "where month.filename = %(filename)s and exists ("
@@ -56,7 +54,7 @@ def rows_and_distinct_ids(taxi: TaxiType, final_schema: str = "public") -> sql.C
 def pickups_outside_month(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
     """Rows of the month, those picked up outside ``[%(month_start)s, %(month_end)s)``,
     and the earliest and latest pickup (to show how far off they are)."""
-    pickup = sql.Identifier(taxi.column(taxi.pickup_column).postgres_name)
+    pickup = pickup_identifier(taxi)
     return sql.SQL(
         "select count(*), count(*) filter (where {pickup} < %(month_start)s "
         "or {pickup} >= %(month_end)s or {pickup} is null), min({pickup}), max({pickup}) "

@@ -101,7 +101,7 @@ def final_table_indexes(taxi: TaxiType, final_schema: str = "public") -> list[sq
         sql.SQL("create index if not exists {index} on {table} ({pickup})").format(
             index=sql.Identifier(f"{taxi.table}_pickup_idx"),
             table=final_table(taxi, final_schema),
-            pickup=_pickup(taxi),
+            pickup=pickup_identifier(taxi),
         ),
         sql.SQL("create index if not exists {index} on {table} using brin (filename)").format(
             index=sql.Identifier(f"{taxi.table}_filename_brin"),
@@ -126,7 +126,8 @@ def staging_table(taxi: TaxiType, month_start: date) -> sql.Identifier:
     return sql.Identifier(STAGING_SCHEMA, taxi.month_table(month_start))
 
 
-def _pickup(taxi: TaxiType) -> sql.Identifier:
+def pickup_identifier(taxi: TaxiType) -> sql.Identifier:
+    """The pickup time's column, as the final table spells it (every index and check uses it)."""
     return sql.Identifier(taxi.column(taxi.pickup_column).postgres_name)
 
 
@@ -196,10 +197,15 @@ def count_rows(table: sql.Identifier) -> sql.Composable:
     return sql.SQL("select count(*) from {}").format(table)
 
 
-def staging_exists(taxi: TaxiType, month_start: date) -> sql.Composable:
+def relation_exists(qualified_name: str) -> sql.Composable:
+    """Whether a table (``schema.name``) exists, without locking or failing."""
     return sql.SQL("select to_regclass({name}) is not null").format(
-        name=sql.Literal(f"{STAGING_SCHEMA}.{taxi.month_table(month_start)}")
+        name=sql.Literal(qualified_name)
     )
+
+
+def staging_exists(taxi: TaxiType, month_start: date) -> sql.Composable:
+    return relation_exists(f"{STAGING_SCHEMA}.{taxi.month_table(month_start)}")
 
 
 def merge_into_final(
@@ -233,7 +239,7 @@ def merge_into_final(
         id=unique_row_id(taxi),
         filename=sql.Literal(taxi.csv_name(month_start)),
         file_columns=sql.SQL(", ").join(file_columns),
-        pickup=_pickup(taxi),
+        pickup=pickup_identifier(taxi),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from taxi_platform.lib.catalog import TaxiType
-from taxi_platform.lib.sql.postgres import LEDGER_SCHEMA, final_table
+from taxi_platform.lib.sql.postgres import LEDGER_SCHEMA, final_table, pickup_identifier
 
 REPORTS_SCHEMA = "reports"
 # The releases' lookup (misc/taxi_zone_lookup.csv), kept beside the load ledger.
@@ -81,7 +81,7 @@ def insert_month(taxi: TaxiType, final_schema: str = "public") -> sql.Composable
     duration is dropoff minus pickup. Zones missing from the lookup count as ``Unknown``.
     Parameters: ``filename``, ``month_start``, ``month_end``.
     """
-    pickup = sql.Identifier(taxi.column(taxi.pickup_column).postgres_name)
+    pickup = pickup_identifier(taxi)
     dropoff = sql.Identifier(taxi.column(taxi.dropoff_column).postgres_name)
     return sql.SQL(
         "insert into {summary} (month, pickup_date, pickup_borough, trips, revenue, "
