@@ -284,7 +284,7 @@ def test_the_mirror_serves_both_layouts(mirror, mirror_folder: Path) -> None:
 
 
 def evaluate_schedule(name: str, when: datetime, trip_source: TripFileSource):
-    schedule = build_definitions().get_schedule_def(name)
+    schedule = build_definitions().resolve_schedule_def(name)
     with dg.build_schedule_context(
         scheduled_execution_time=when, resources={"trip_source": trip_source}
     ) as context:
@@ -310,7 +310,7 @@ def test_a_tick_whose_month_is_not_published_skips_naming_the_url(
 
 
 def evaluate_sensor(cursor: str | None, trip_source: TripFileSource):
-    sensor = build_definitions().get_sensor_def("new_release_sensor")
+    sensor = build_definitions().resolve_sensor_def("new_release_sensor")
     with dg.build_sensor_context(cursor=cursor, resources={"trip_source": trip_source}) as context:
         return sensor.evaluate_tick(context)
 

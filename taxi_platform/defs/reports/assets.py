@@ -11,6 +11,7 @@ import psycopg
 from taxi_platform.defs.resources import trip_partitions
 from taxi_platform.defs.trips.postgres import DATABASE_POOL
 from taxi_platform.lib.asset_keys import (
+    ASSET_OWNERS,
     PARTITION_ROW_COUNT,
     ZONE_LOOKUP_KEY,
     postgres_table_key,
@@ -60,6 +61,9 @@ def ensure_zone_lookup(connection: psycopg.Connection, trip_source: TripFileSour
     key=ZONE_LOOKUP_KEY,
     group_name="reports",
     kinds={"csv", "postgres"},
+    owners=ASSET_OWNERS,
+    code_version="1",
+    metadata={"dagster/table_name": statements.ZONES_TABLE_NAME},
     description=(
         "The TLC taxi zone lookup (LocationID, Borough, Zone, service_zone) from the releases' "
         "misc/taxi_zone_lookup.csv, loaded into taxi_platform.zones for the reports' joins."
@@ -74,7 +78,6 @@ def taxi_zone_lookup(
     return dg.MaterializeResult(
         metadata={
             "url": dg.MetadataValue.url(trip_source.url_for_path(ZONE_LOOKUP_PATH)),
-            "zones": zones,
             "dagster/row_count": zones,
             "zones_per_borough": dg.MetadataValue.json(dict(boroughs)),
         }
@@ -90,6 +93,9 @@ def build_report_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         kinds={"postgres"},
         pool=DATABASE_POOL,
         tags={"taxi": taxi.name},
+        owners=ASSET_OWNERS,
+        code_version="1",
+        metadata={"dagster/table_name": f"{statements.REPORTS_SCHEMA}.{taxi.name}_monthly_summary"},
         description=(
             f"reports.{taxi.name}_monthly_summary: the month's {taxi.name} trips per pickup day "
             "and pickup borough (trips, revenue = total_amount, average distance and duration). "

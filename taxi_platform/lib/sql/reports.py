@@ -14,6 +14,7 @@ from taxi_platform.lib.sql.postgres import LEDGER_SCHEMA, final_table, pickup_id
 
 REPORTS_SCHEMA = "reports"
 # The releases' lookup (misc/taxi_zone_lookup.csv), kept beside the load ledger.
+ZONES_TABLE_NAME = f"{LEDGER_SCHEMA}.zones"
 ZONES_TABLE = sql.Identifier(LEDGER_SCHEMA, "zones")
 ZONE_COLUMNS = ("locationid", "borough", "zone", "service_zone")
 
