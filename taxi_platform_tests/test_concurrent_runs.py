@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -27,7 +26,6 @@ from taxi_platform_tests.support.stack import (
 )
 
 JANUARY, FEBRUARY, MARCH = date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)
-BIN_DIR = Path(sys.executable).parent
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -29,6 +28,7 @@ from taxi_platform.tools.generate import write_month
 from taxi_platform_tests.support.http_faults import FaultyMirror
 from taxi_platform_tests.support.run_results import failure_message, metadata
 from taxi_platform_tests.support.stack import (
+    BIN_DIR,
     cli_stack,
     fresh_database,
     hold_staging_lock,
@@ -39,7 +39,6 @@ from taxi_platform_tests.support.stack import (
 from taxi_platform_tests.test_postgres_etl import assets_of, final_count, load
 
 JANUARY, FEBRUARY, MARCH = date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)
-BIN_DIR = Path(sys.executable).parent
 
 
 @pytest.fixture
