@@ -92,7 +92,8 @@ def build_schedule(
 
 
 def unpublished_reason(trip_source: TripFileSource, taxi_name: str, month: date) -> str | None:
-    """Why the month cannot load yet (its URL answered 404), or None when it is published.
+    """Why the month cannot load yet (after the sources' last month, or its URL answered 404),
+    or None when it is published.
 
     A source in trouble (5xx, timeouts) is no reason to skip: the run is requested and its
     own retries deal with it, so a month is never silently left out.
