@@ -18,7 +18,9 @@ BIGQUERY_MERGE_POOL = "bigquery_merge"
 PLATFORM_POOL_LIMITS = {BIGQUERY_MERGE_POOL: 1}
 
 
-def apply_pool_limits(instance: dg.DagsterInstance, log: Callable[[str], None] | None = None):
+def apply_pool_limits(
+    instance: dg.DagsterInstance, log: Callable[[str], None] | None = None
+) -> None:
     """Give each of ``PLATFORM_POOL_LIMITS`` its limit, unless it has one set by hand."""
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
