@@ -26,6 +26,7 @@ from taxi_platform.lib.asset_keys import postgres_table_key, raw_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import header_difference, parse_header
 from taxi_platform.lib.months import month_start, next_month
+from taxi_platform.lib.recorded_metadata import recorded_metadata
 from taxi_platform.lib.sql import checks as statements
 from taxi_platform.lib.sql.postgres import ID_LOOKUP_PLAN_SETTINGS
 from taxi_platform.resources import LandingArea, PostgresResource
@@ -45,14 +46,9 @@ def _landed_header(
     if csv_path.exists():
         with open(csv_path, "rb") as csv_file:
             return parse_header(csv_file.readline(HEADER_PROBE_BYTES)), str(csv_path)
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(
-            asset_key=raw_asset_key(taxi), asset_partitions=[context.partition_key]
-        ),
-        limit=1,
-    ).records
-    materialization = records[0].asset_materialization if records else None
-    recorded = materialization.metadata.get(RAW_HEADER_KEY) if materialization else None
+    recorded = recorded_metadata(
+        context.instance, raw_asset_key(taxi), context.partition_key, RAW_HEADER_KEY
+    )
     if recorded is None:
         return None, f"{csv_path} (gone, and no header recorded by its raw materialization)"
     return tuple(recorded.value.split(",")), f"the raw materialization of {context.partition_key}"

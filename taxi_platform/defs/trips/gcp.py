@@ -37,6 +37,7 @@ from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landed_month import landed_month_or_fail
 from taxi_platform.lib.months import month_start
 from taxi_platform.lib.pool_limits import BIGQUERY_MERGE_POOL
+from taxi_platform.lib.recorded_metadata import recorded_metadata
 from taxi_platform.lib.sql import bigquery as bq_sql
 from taxi_platform.lib.table_schema import bigquery_table_schema
 from taxi_platform.lib.warehouse import (
@@ -255,12 +256,9 @@ def uploaded_rows(context: dg.AssetExecutionContext, taxi: TaxiType, describe: s
     the upload is done, and the guard must hold whatever the retention.
     """
     upload_key = gcs_asset_key(taxi)
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=upload_key, asset_partitions=[context.partition_key]),
-        limit=1,
-    ).records
-    materialization = records[0].asset_materialization if records else None
-    rows = materialization.metadata.get(PARTITION_ROW_COUNT) if materialization else None
+    rows = recorded_metadata(
+        context.instance, upload_key, context.partition_key, PARTITION_ROW_COUNT
+    )
     if rows is None:
         raise dg.Failure(
             description=f"{describe}: {upload_key.to_user_string()} has no materialization "
