@@ -431,6 +431,8 @@ def test_the_sources_setting_picks_the_source_of_each_month(sources, july, augus
     assert trip_source.source_for(JULY_2021) == july
     assert trip_source.source_for(AUGUST_2021) == august
     assert trip_source.last_served_month() == last
+    assert not trip_source.is_after_last_month(JULY_2021)
+    assert trip_source.is_after_last_month(AUGUST_2021) == (last is not None)
     assert trip_source.url_for(YELLOW, AUGUST_2021) == (
         "http://t/trip-data/yellow_tripdata_2021-08.parquet"
         if august == "tlc"

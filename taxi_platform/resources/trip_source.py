@@ -98,6 +98,12 @@ class TripFileSource(dg.ConfigurableResource):
         """The last month any source in use can serve: None when the TLC is in use."""
         return last_served_month(self.source_names)
 
+    def is_after_last_month(self, month_start: date) -> bool:
+        """Whether no source in use can ever serve the month (past the course releases'
+        last month when they are used alone): no partition, nothing to ask for."""
+        last_month = self.last_served_month()
+        return last_month is not None and month_start > last_month
+
     def url_for(self, taxi: TaxiType, month_start: date) -> str:
         if self.source_for(month_start) == TLC:
             return f"{self.tlc_url.rstrip('/')}/{taxi.parquet_name(month_start)}"

@@ -100,8 +100,7 @@ def unpublished_reason(trip_source: TripFileSource, taxi_name: str, month: date)
     """
     taxi = TAXIS[taxi_name]
     source = trip_source.source_for(month)
-    last_month = trip_source.last_served_month()
-    if last_month is not None and month > last_month:
+    if trip_source.is_after_last_month(month):
         # Not a partition either: with the course releases alone the calendar ends there.
         return (
             f"{partition_key(month)}: {taxi.name} {month:%Y-%m} is after the last month of "

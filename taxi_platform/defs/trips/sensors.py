@@ -75,16 +75,17 @@ def _published_months(
     trip_source: TripFileSource,
     taxi: TaxiType,
     last_seen: date,
+    current_month: date,
 ) -> Iterator[date]:
-    """The months after ``last_seen`` that are published, in order, up to the first that
-    is not (one HEAD each, at most ``MAX_NEW_MONTHS_PER_TICK`` of them)."""
-    # A month is a partition once it is over (UTC); its file cannot be complete before.
-    current_month = datetime.now(timezone.utc).date().replace(day=1)
-    last_month = trip_source.last_served_month()  # None: the TLC, which has no end
+    """The months after ``last_seen`` and before ``current_month`` that are published, in
+    order, up to the first that is not (one HEAD each, at most ``MAX_NEW_MONTHS_PER_TICK``).
+
+    A month is a partition once it is over (UTC); its file cannot be complete before.
+    """
     candidate = last_seen
     for _ in range(MAX_NEW_MONTHS_PER_TICK):
         candidate = next_month(candidate)
-        if candidate >= current_month or (last_month and candidate > last_month):
+        if candidate >= current_month or trip_source.is_after_last_month(candidate):
             return
         url = trip_source.url_for(taxi, candidate)
         source = trip_source.source_for(candidate)
@@ -128,8 +129,8 @@ def build_new_release_sensor(
         seen = _release_cursor(context.cursor, release_sensor_start(trip_source, current_month))
         run_requests: list[dg.RunRequest] = []
         for taxi_name, taxi_jobs in jobs_by_taxi.items():
-            last_seen = seen[taxi_name]
-            for month in _published_months(context, trip_source, TAXIS[taxi_name], last_seen):
+            taxi, last_seen = TAXIS[taxi_name], seen[taxi_name]
+            for month in _published_months(context, trip_source, taxi, last_seen, current_month):
                 key = partition_key(month)
                 run_requests.extend(
                     job.run_request_for_partition(
