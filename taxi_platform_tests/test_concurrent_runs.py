@@ -33,22 +33,17 @@ def stack_of(
     postgres_server: EmbeddedPostgres,
     database_url: str,
     tmp_path: Path,
+    mirror_folder: Path,
     monkeypatch: pytest.MonkeyPatch,
 ):
     """Opens the CLI stack (``cli_stack``) over the months written to the mirror folder."""
-    return lambda: cli_stack(
-        tmp_path, postgres_server, database_url, mirror_folder_of(tmp_path), monkeypatch
-    )
-
-
-def mirror_folder_of(tmp_path: Path) -> Path:
-    return tmp_path / "mirror"
+    return lambda: cli_stack(tmp_path, postgres_server, database_url, mirror_folder, monkeypatch)
 
 
 def test_second_run_of_a_month_gives_way_to_the_first_naming_it(
-    stack_of, database_url: str, tmp_path: Path
+    stack_of, database_url: str, mirror_folder: Path
 ) -> None:
-    write_month(GREEN, JANUARY, 800, mirror_folder_of(tmp_path), seed=1)
+    write_month(GREEN, JANUARY, 800, mirror_folder, seed=1)
     with stack_of() as stack:
         instance = dg.DagsterInstance.from_config(str(stack.home))
         with psycopg.connect(database_url, autocommit=True) as holder:
@@ -100,10 +95,10 @@ def month_held(database_url: str, month: date) -> Iterator[psycopg.Connection]:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_run_waiting_for_a_pool_slot_names_the_holders_and_stops_on_a_signal(
-    signum: int, stack_of, database_url: str, tmp_path: Path
+    signum: int, stack_of, database_url: str, mirror_folder: Path
 ) -> None:
     for seed, month in enumerate([JANUARY, FEBRUARY]):
-        write_month(GREEN, month, 300, mirror_folder_of(tmp_path), seed=seed)
+        write_month(GREEN, month, 300, mirror_folder, seed=seed)
     with stack_of() as stack:
         instance_yaml = stack.home / "dagster.yaml"
         instance_yaml.write_text(

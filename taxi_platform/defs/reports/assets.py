@@ -95,7 +95,7 @@ def build_report_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         tags={"taxi": taxi.name},
         owners=ASSET_OWNERS,
         code_version="1",
-        metadata={"dagster/table_name": f"{statements.REPORTS_SCHEMA}.{taxi.name}_monthly_summary"},
+        metadata={"dagster/table_name": statements.summary_table_name(taxi)},
         description=(
             f"reports.{taxi.name}_monthly_summary: the month's {taxi.name} trips per pickup day "
             "and pickup borough (trips, revenue = total_amount, average distance and duration). "
@@ -129,7 +129,7 @@ def build_report_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
             )
         return dg.MaterializeResult(
             metadata={
-                "table": f"{statements.REPORTS_SCHEMA}.{taxi.name}_monthly_summary",
+                "table": statements.summary_table_name(taxi),
                 "filename": taxi.csv_name(month),
                 "trips": int(trips),
                 "revenue": float(revenue),

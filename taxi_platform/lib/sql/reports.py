@@ -15,12 +15,17 @@ from taxi_platform.lib.sql.postgres import LEDGER_SCHEMA, final_table, pickup_id
 REPORTS_SCHEMA = "reports"
 # The releases' lookup (misc/taxi_zone_lookup.csv), kept beside the load ledger.
 ZONES_TABLE_NAME = f"{LEDGER_SCHEMA}.zones"
-ZONES_TABLE = sql.Identifier(LEDGER_SCHEMA, "zones")
+ZONES_TABLE = sql.Identifier(*ZONES_TABLE_NAME.split("."))
 ZONE_COLUMNS = ("locationid", "borough", "zone", "service_zone")
 
 
+def summary_table_name(taxi: TaxiType) -> str:
+    """``reports.{taxi}_monthly_summary``, as the asset's metadata names it."""
+    return f"{REPORTS_SCHEMA}.{taxi.name}_monthly_summary"
+
+
 def summary_table(taxi: TaxiType) -> sql.Identifier:
-    return sql.Identifier(REPORTS_SCHEMA, f"{taxi.name}_monthly_summary")
+    return sql.Identifier(*summary_table_name(taxi).split("."))
 
 
 def zone_setup() -> list[sql.Composable]:
