@@ -472,7 +472,6 @@ import json
 from datetime import datetime, timezone
 import dagster as dg
 from taxi_platform.definitions import build_definitions
-from taxi_platform.defs.resources import trip_partitions
 from taxi_platform.resources import TripFileSource
 
 defs = build_definitions()
