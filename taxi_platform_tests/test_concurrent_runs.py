@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import psutil
 import psycopg
 import pytest
 
@@ -93,6 +95,24 @@ def month_held(database_url: str, month: date) -> Iterator[psycopg.Connection]:
         yield holder
 
 
+def cpu_share_while_waiting(pid: int, window_seconds: float) -> float:
+    """The share of one core a process (with its children) used over a window of wall time.
+
+    A measurement window, not a synchronisation: the run is already known to be waiting.
+    """
+    process = psutil.Process(pid)
+
+    def cpu_seconds() -> float:
+        total = sum(process.cpu_times()[:2])
+        for child in process.children(recursive=True):
+            total += sum(child.cpu_times()[:2])
+        return total
+
+    started_cpu, started_wall = cpu_seconds(), time.monotonic()
+    time.sleep(window_seconds)
+    return (cpu_seconds() - started_cpu) / (time.monotonic() - started_wall)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_run_waiting_for_a_pool_slot_names_the_holders_and_stops_on_a_signal(
     signum: int, stack_of, database_url: str, mirror_folder: Path
@@ -134,6 +154,10 @@ def test_run_waiting_for_a_pool_slot_names_the_holders_and_stops_on_a_signal(
             assert f"run {holding_run.run_id} (postgres__green_tripdata_staging, STARTED)" in (
                 blocked_line
             )
+            # Waiting costs the machine nothing: Dagster 1.13.27's executor loop spun a core
+            # for as long as a claim was pending (lib/pool_wait.sleep_while_claims_pend).
+            busy = cpu_share_while_waiting(waiting.popen.pid, window_seconds=3.0)
+            assert busy < 0.25, f"the waiting run used {busy:.0%} of a core"
 
             os.kill(waiting.popen.pid, signum)
             waiting.popen.wait(timeout=60)

@@ -34,10 +34,49 @@ from dagster._utils.interrupts import check_captured_interrupt
 
 DATABASE_POOL = "taxi_database"
 
-# Where the in-process executor's loop spends a wait between steps. It spins rather than
-# sleeps while a claim is pending (1.13.27's ``interval_to_next_pending_claim_check``
-# returns at most 0), so a signal lands in one of these almost every time.
+# Where the in-process executor's loop spends a wait between steps (in ``time.sleep`` inside
+# ``sleep_til_ready`` once ``sleep_while_claims_pend`` is applied), so a signal lands in one
+# of these almost every time.
 _WAIT_FUNCTIONS = frozenset({"sleep_til_ready", "get_next_step"})
+
+# The longest the executor sleeps between two looks at its pending claims: a signal caught
+# meanwhile is raised when the sleep ends (``SlotWaitWatcher``), so this bounds how long
+# Ctrl-C takes to stop a waiting run.
+LONGEST_CLAIM_SLEEP_SECONDS = 1.0
+
+
+def sleep_while_claims_pend() -> None:
+    """Make a run waiting for a pool slot sleep instead of spinning a core.
+
+    Dagster 1.13.27's executor loop sleeps for ``interval_to_next_pending_claim_check``
+    between two attempts at a pool slot, and that returns ``min(0, ...)``: never more than
+    0, so the loop never sleeps (dagster-io/dagster#20367 described it and was closed
+    unmerged). Measured: a run waiting for a ``taxi_database`` slot used 99% of a core
+    (``test_concurrent_runs.py``). In a backfill that is most of the time of the runs
+    queued behind the pool, on a 2-core machine half of it, taken from the steps holding
+    the slots. The corrected interval is the time until the earliest pending claim may be
+    tried again (Dagster's own backoff, 1 to 15 s), at most
+    ``LONGEST_CLAIM_SLEEP_SECONDS``; the claims themselves are untouched. Applied once per
+    process, when the definitions load (``defs/executor.py``).
+    """
+    from dagster._core.execution.plan.instance_concurrency_context import (
+        InstanceConcurrencyContext,
+    )
+
+    if getattr(InstanceConcurrencyContext.interval_to_next_pending_claim_check, "sleeps", False):
+        return
+
+    def interval_to_next_pending_claim_check(self: InstanceConcurrencyContext) -> float:
+        if not self._pending_claims:
+            return 0.0
+        now = time.time()
+        earliest = min((ready_at - now for ready_at in self._pending_timeouts.values()), default=0)
+        return min(LONGEST_CLAIM_SLEEP_SECONDS, max(0.0, earliest))
+
+    interval_to_next_pending_claim_check.sleeps = True
+    InstanceConcurrencyContext.interval_to_next_pending_claim_check = (
+        interval_to_next_pending_claim_check
+    )
 
 
 class SlotWaitWatcher:
