@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from taxi_platform.lib.catalog import GREEN
+from taxi_platform.lib.pool_wait import LONGEST_CLAIM_BACKOFF_SECONDS, sleep_while_claims_pend
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 from taxi_platform.tools.generate import write_month
 from taxi_platform_tests.support.stack import (
@@ -172,3 +173,15 @@ def test_run_waiting_for_a_pool_slot_names_the_holders_and_stops_on_a_signal(
             assert holding.popen.poll() is None, "the run holding the slot goes on"
         assert holding.popen.wait(timeout=240) == 0, holding.log_tail()
         instance.dispose()
+
+
+def test_a_step_queued_long_behind_the_pool_still_tries_every_two_seconds() -> None:
+    """A freed slot is assigned to the next waiting step at once and idles until that step
+    tries again: after minutes of waiting Dagster's backoff had reached 15 s."""
+    from dagster._core.execution.plan import instance_concurrency_context
+
+    sleep_while_claims_pend()
+
+    after_an_hour_of_attempts = instance_concurrency_context._calculate_timeout_interval(None, 1000)
+    assert after_an_hour_of_attempts == LONGEST_CLAIM_BACKOFF_SECONDS == 2.0
+    assert instance_concurrency_context._calculate_timeout_interval(None, 0) == 1
