@@ -51,8 +51,12 @@ def test_merge_leaves_no_filename_range_unsummarized(database_url: str, tmp_path
         # At the history's size the planner takes the BRIN; on this small table, made to.
         connection.execute("set enable_seqscan to off")
         plan = connection.execute(
-            "explain (analyze, format json) " + checks.null_ids(GREEN).as_string(connection),
-            {"filename": GREEN.csv_name(date(2019, 1, 1))},
+            "explain (analyze, format json) " + checks.month_summary(GREEN).as_string(connection),
+            {
+                "filename": GREEN.csv_name(date(2019, 1, 1)),
+                "month_start": date(2019, 1, 1),
+                "month_end": date(2019, 2, 1),
+            },
         ).fetchone()[0]
 
     assert left_over == 0

@@ -142,11 +142,26 @@ def build_postgres_table_checks(taxi: TaxiType) -> dg.AssetChecksDefinition:
                     )
                 return
             month_rows = MonthRows(taxi, connection, postgres.final_schema, month)
-            yield _ids_not_null(month_rows)
-            yield _no_id_inserted_twice(month_rows)
-            yield _pickups_outside_month(month_rows, check_thresholds.outside_month_warn_share)
+            summary = month_rows.summary()
+            yield _ids_not_null(month_rows, summary)
+            yield _no_id_inserted_twice(month_rows, summary)
+            yield _pickups_outside_month(
+                month_rows, summary, check_thresholds.outside_month_warn_share
+            )
 
     return postgres_table_checks
+
+
+@dataclass(frozen=True)
+class MonthSummary:
+    """The month's rows counted once for the checks that only count."""
+
+    rows: int
+    rows_without_id: int
+    distinct_ids: int
+    rows_outside_month: int
+    earliest_pickup: object
+    latest_pickup: object
 
 
 @dataclass(frozen=True)
@@ -167,24 +182,37 @@ class MonthRows:
             statement, {"filename": self.filename, **parameters}
         ).fetchone()
 
+    def summary(self) -> MonthSummary:
+        """The month's counts, read in one pass (``month_summary``)."""
+        return MonthSummary(
+            *self.fetch(
+                statements.month_summary(self.taxi, self.schema),
+                month_start=self.month,
+                month_end=next_month(self.month),
+            )
+        )
+
     def result(self, name: str, passed: bool, **kwargs) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(
             asset_key=postgres_table_key(self.taxi), check_name=name, passed=passed, **kwargs
         )
 
 
-def _ids_not_null(rows: MonthRows) -> dg.AssetCheckResult:
+def _ids_not_null(rows: MonthRows, summary: MonthSummary) -> dg.AssetCheckResult:
     """Our loads compute the id for every row; rows merged by other tools (a half-run
     zoomcamp flow leaves ids NULL until its UPDATE) would escape the merge's dedup."""
-    count, null_ids = rows.fetch(statements.null_ids(rows.taxi, rows.schema))
     return rows.result(
         "ids_not_null",
-        null_ids == 0,
-        metadata={"filename": rows.filename, "rows": count, "rows_without_id": null_ids},
+        summary.rows_without_id == 0,
+        metadata={
+            "filename": rows.filename,
+            "rows": summary.rows,
+            "rows_without_id": summary.rows_without_id,
+        },
     )
 
 
-def _no_id_inserted_twice(rows: MonthRows) -> dg.AssetCheckResult:
+def _no_id_inserted_twice(rows: MonthRows, summary: MonthSummary) -> dg.AssetCheckResult:
     """What "no duplicates" can mean when duplicates inside one file are kept (DESIGN:
     the totals must equal the CSV row counts): the merge inserts a row only if its id
     is not in the table yet, so an id of this month's rows must not appear under any
@@ -197,29 +225,26 @@ def _no_id_inserted_twice(rows: MonthRows) -> dg.AssetCheckResult:
         for setting in ID_LOOKUP_PLAN_SETTINGS:
             rows.connection.execute(setting)
         (shared,) = rows.fetch(statements.ids_shared_with_other_files(rows.taxi, rows.schema))
-    count, distinct_ids = rows.fetch(statements.rows_and_distinct_ids(rows.taxi, rows.schema))
     return rows.result(
         "no_id_inserted_twice",
         shared == 0,
         metadata={
             "filename": rows.filename,
             "ids_also_under_other_files": shared,
-            "rows": count,
-            "distinct_ids": distinct_ids,
-            "rows_in_file_duplicates": count - distinct_ids,
+            "rows": summary.rows,
+            "distinct_ids": summary.distinct_ids,
+            "rows_in_file_duplicates": summary.rows - summary.distinct_ids,
         },
     )
 
 
-def _pickups_outside_month(rows: MonthRows, warn_above_share: float) -> dg.AssetCheckResult:
+def _pickups_outside_month(
+    rows: MonthRows, summary: MonthSummary, warn_above_share: float
+) -> dg.AssetCheckResult:
     """Real files always have some (trips reported late, meters with 2008 clocks), so
     a share is reported and only a large one warns: a file for the wrong month, or a
     timestamp column parsed in the wrong order, shows up as a share near 1."""
-    count, outside, earliest, latest = rows.fetch(
-        statements.pickups_outside_month(rows.taxi, rows.schema),
-        month_start=rows.month,
-        month_end=next_month(rows.month),
-    )
+    count, outside = summary.rows, summary.rows_outside_month
     share = outside / count if count else 0.0
     return rows.result(
         "pickups_outside_month",
@@ -231,8 +256,8 @@ def _pickups_outside_month(rows: MonthRows, warn_above_share: float) -> dg.Asset
             "rows_outside_month": outside,
             "share_outside_month": round(share, 6),
             "warn_above_share": warn_above_share,
-            "earliest_pickup": str(earliest),
-            "latest_pickup": str(latest),
+            "earliest_pickup": str(summary.earliest_pickup),
+            "latest_pickup": str(summary.latest_pickup),
         },
     )
 

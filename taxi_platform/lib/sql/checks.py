@@ -17,12 +17,22 @@ def table_exists(taxi: TaxiType, final_schema: str = "public") -> sql.Composable
     return relation_exists(f"{final_schema}.{taxi.table}")
 
 
-def null_ids(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
-    """Rows of the month, and those of them without a ``unique_row_id``."""
+def month_summary(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
+    """What three of the month's checks need, in one pass over its rows.
+
+    The rows, those without a ``unique_row_id``, the distinct ids (their difference from
+    the rows is the file's own duplicates), those picked up outside
+    ``[%(month_start)s, %(month_end)s)``, and the earliest and latest pickup (to show how
+    far off they are). One statement each read a yellow month's 7M rows three times
+    (``bench.history``: the checks cost about as much as the merge).
+    """
+    pickup = pickup_identifier(taxi)
     return sql.SQL(
-        "select count(*), count(*) filter (where unique_row_id is null) "
+        "select count(*), count(*) filter (where unique_row_id is null), "
+        "count(distinct unique_row_id), count(*) filter (where {pickup} < %(month_start)s "
+        "or {pickup} >= %(month_end)s or {pickup} is null), min({pickup}), max({pickup}) "
         "from {final} where filename = %(filename)s"
-    ).format(final=final_table(taxi, final_schema))
+    ).format(pickup=pickup, final=final_table(taxi, final_schema))
 
 
 def ids_shared_with_other_files(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
@@ -42,21 +52,3 @@ def ids_shared_with_other_files(taxi: TaxiType, final_schema: str = "public") ->
         "or (other.{pickup} is null and month.{pickup} is null)) "
         "and other.filename is distinct from month.filename)"
     ).format(final=final_table(taxi, final_schema), pickup=pickup)
-
-
-def rows_and_distinct_ids(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
-    """Rows and distinct ids of the month: their difference is the file's own duplicates."""
-    return sql.SQL(
-        "select count(*), count(distinct unique_row_id) from {final} where filename = %(filename)s"
-    ).format(final=final_table(taxi, final_schema))
-
-
-def pickups_outside_month(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
-    """Rows of the month, those picked up outside ``[%(month_start)s, %(month_end)s)``,
-    and the earliest and latest pickup (to show how far off they are)."""
-    pickup = pickup_identifier(taxi)
-    return sql.SQL(
-        "select count(*), count(*) filter (where {pickup} < %(month_start)s "
-        "or {pickup} >= %(month_end)s or {pickup} is null), min({pickup}), max({pickup}) "
-        "from {final} where filename = %(filename)s"
-    ).format(pickup=pickup, final=final_table(taxi, final_schema))
