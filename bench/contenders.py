@@ -35,6 +35,7 @@ import psycopg
 from psycopg import sql
 
 from bench import zoomcamp_sql
+from bench.memory import tree_memory_bytes
 from bench.ours_run import DATABASE_URL_VARIABLE
 from taxi_platform.lib.asset_keys import PARTITION_ROW_COUNT
 from taxi_platform.lib.catalog import TaxiType
@@ -192,20 +193,6 @@ class ChildRun:
     report: dict
 
 
-def _tree_rss(process: psutil.Process) -> int:
-    try:
-        members = [process, *process.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for member in members:
-        try:
-            total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def run_dagster_month(
     url: str,
     taxi: TaxiType,
@@ -251,7 +238,7 @@ def run_dagster_month(
         watched = psutil.Process(child.pid)
         peak = 0
         while True:
-            peak = max(peak, _tree_rss(watched))
+            peak = max(peak, tree_memory_bytes(watched))
             try:
                 child.wait(timeout=RSS_SAMPLE_SECONDS)
                 break

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import psutil
 
+from bench.memory import tree_memory_bytes
+
 # Often enough to see a peak of a COPY buffer or an import, rarely enough to cost nothing
 # measurable beside the runs on a 2-core machine.
 SAMPLE_SECONDS = 0.25
@@ -71,19 +73,8 @@ class Sampler:
             return
         for process in descendants:
             try:
-                rss = _tree_rss(process)
+                rss = tree_memory_bytes(process)
             except psutil.NoSuchProcess:
                 continue
             if rss > self.peak_rss_by_pid.get(process.pid, 0):
                 self.peak_rss_by_pid[process.pid] = rss
-
-
-def _tree_rss(process: psutil.Process) -> int:
-    """RSS of a process and its children (a run's step subprocesses, if any)."""
-    total = process.memory_info().rss
-    for child in process.children(recursive=True):
-        try:
-            total += child.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
