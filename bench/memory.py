@@ -10,9 +10,12 @@ def tree_memory_bytes(process: psutil.Process) -> int:
 
     Summing every member's RSS counts a page shared by a parent and its forked child once
     per process: a child caught between ``fork`` and ``exec`` looks as large as the run
-    itself. That is the likeliest reading of the one sample of 717 MB of a 390 MB run in
-    ``bench.history`` (yellow 2020-06, full history): close to twice the run. A
-    descendant's unique set is what it adds to the machine's memory.
+    itself. A run forks often: Dagster's compute-log capture starts a ``tail`` and a
+    watcher for each step's stdout and stderr (``subprocess.Popen`` in
+    ``execute_posix_tail``), four processes a step. That is the likeliest reading of the
+    one sample of 717 MB of a 390 MB run in ``bench.history`` (yellow 2020-06, full
+    history): close to twice the run. A descendant's unique set is what it adds to the
+    machine's memory.
     """
     try:
         total = process.memory_info().rss
