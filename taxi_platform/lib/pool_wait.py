@@ -62,9 +62,9 @@ def sleep_while_claims_pend() -> None:
     between two attempts at a pool slot, and that returns ``min(0, ...)``: never more than
     0, so the loop never sleeps (dagster-io/dagster#20367 described it and was closed
     unmerged). Measured: a run waiting for a ``taxi_database`` slot used 99% of a core
-    (``test_concurrent_runs.py``). In a backfill that is most of the time of the runs
-    queued behind the pool, on a 2-core machine half of it, taken from the steps holding
-    the slots. The corrected interval is the time until the earliest pending claim may be
+    (``test_concurrent_runs.py``). In a backfill every run queued behind the pool burned
+    a core for as long as it waited, on a 2-core machine beside the steps holding the
+    slots. The corrected interval is the time until the earliest pending claim may be
     tried again (Dagster's own backoff, here 1 to ``LONGEST_CLAIM_BACKOFF_SECONDS``), at
     most ``LONGEST_CLAIM_SLEEP_SECONDS``. Applied once per process, when the definitions
     load (``defs/executor.py``).
