@@ -109,6 +109,16 @@ def test_imports_run_one_way_and_lib_declares_no_dagster_definition() -> None:
                 if name.startswith(("taxi_platform.defs", "taxi_platform.tools"))
             ]
         broken += [
-            f"{path}: imports {name}" for name in imported if name.startswith("dagster._core")
+            f"{path}: imports {name}"
+            for name in imported
+            if name.startswith("dagster._core")
+            and (path.relative_to(PACKAGE).as_posix(), name) not in PRIVATE_DAGSTER_IMPORTS
         ]
     assert broken == []
+
+
+# Dagster internals the package reaches into, each for a bug of the pinned 1.13.27 that no
+# public API reaches: a waiting run's executor loop spun a core (lib/pool_wait.py).
+PRIVATE_DAGSTER_IMPORTS = {
+    ("lib/pool_wait.py", "dagster._core.execution.plan.instance_concurrency_context"),
+}

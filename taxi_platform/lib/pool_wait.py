@@ -69,11 +69,10 @@ def sleep_while_claims_pend() -> None:
     most ``LONGEST_CLAIM_SLEEP_SECONDS``. Applied once per process, when the definitions
     load (``defs/executor.py``).
     """
-    from dagster._core.execution.plan import instance_concurrency_context
-    from dagster._core.execution.plan.instance_concurrency_context import (
-        InstanceConcurrencyContext,
-    )
+    # The one private Dagster module the package imports (test_dg_project.py names it).
+    import dagster._core.execution.plan.instance_concurrency_context as instance_concurrency_context
 
+    InstanceConcurrencyContext = instance_concurrency_context.InstanceConcurrencyContext
     # Read by Dagster's backoff (``_calculate_timeout_interval``) at every failed attempt.
     instance_concurrency_context.MAX_CONCURRENCY_CLAIM_BLOCKED_INTERVAL = (
         LONGEST_CLAIM_BACKOFF_SECONDS
@@ -81,7 +80,7 @@ def sleep_while_claims_pend() -> None:
     if getattr(InstanceConcurrencyContext.interval_to_next_pending_claim_check, "sleeps", False):
         return
 
-    def interval_to_next_pending_claim_check(self: InstanceConcurrencyContext) -> float:
+    def interval_to_next_pending_claim_check(self) -> float:
         if not self._pending_claims:
             return 0.0
         now = time.time()
