@@ -72,9 +72,6 @@ class Sampler:
         except psutil.NoSuchProcess:
             return
         for process in descendants:
-            try:
-                rss = tree_memory_bytes(process)
-            except psutil.NoSuchProcess:
-                continue
+            rss = tree_memory_bytes(process)  # 0 for a process gone meanwhile
             if rss > self.peak_rss_by_pid.get(process.pid, 0):
                 self.peak_rss_by_pid[process.pid] = rss

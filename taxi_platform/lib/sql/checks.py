@@ -23,8 +23,8 @@ def month_summary(taxi: TaxiType, final_schema: str = "public") -> sql.Composabl
     The rows, those without a ``unique_row_id``, the distinct ids (their difference from
     the rows is the file's own duplicates), those picked up outside
     ``[%(month_start)s, %(month_end)s)``, and the earliest and latest pickup (to show how
-    far off they are). One statement each read a yellow month's 7M rows three times
-    (``bench.history``: the checks cost about as much as the merge).
+    far off they are). With a statement each, the checks read a yellow month's 7M rows
+    three times (``bench.history``: the checks cost about as much as the merge).
     """
     pickup = pickup_identifier(taxi)
     return sql.SQL(
