@@ -129,7 +129,10 @@ def write_ids_file(taxi: TaxiType, month_start: date, csv_path: Path, target: Pa
         f"select {unique_row_id(taxi)} as unique_row_id, "
         f"{_literal(taxi.csv_name(month_start))} as filename, {names} from {source}"
     )
-    with duckdb.connect(config={"threads": 2, "memory_limit": "256MB"}) as db:
+    # Row order does not matter to COPY; keeping it makes DuckDB buffer the output, which
+    # under a memory limit doubled the pass (2.6 s against 1.3 s, 1M rows).
+    config = {"threads": 2, "memory_limit": "128MB", "preserve_insertion_order": False}
+    with duckdb.connect(config=config) as db:
         # DuckDB's COPY answers with the number of rows it wrote.
         return db.execute(
             f"copy ({query}) to {_literal(target)} (format csv, header true)"
