@@ -15,6 +15,7 @@ from psycopg import sql
 
 from taxi_platform.lib.catalog import TaxiType
 from taxi_platform.lib.landing import parse_header
+from taxi_platform.lib.months import next_month
 from taxi_platform.lib.sql import postgres as statements
 
 COPY_CHUNK_BYTES = 1 << 20
@@ -212,9 +213,6 @@ def _merge_staged(
         (f"{statements.STAGING_SCHEMA}.{taxi.month_table(month_start)}",),
     ).fetchone()[0]
     sha256, rows_staged = _staged_file(note, connection, staging)
-    final_bytes = connection.execute(
-        statements.heap_bytes(statements.final_table(taxi, final_schema))
-    ).fetchone()[0]
     staged_bytes = connection.execute(statements.heap_bytes(staging)).fetchone()[0]
     if rows_staged > 0 and not staged_bytes:
         raise StagingLost(
@@ -225,9 +223,9 @@ def _merge_staged(
             "table is unchanged. Stage the month again: materialize its raw file and "
             "staging assets, then this one (or all three at once)."
         )
-    if final_bytes >= staged_bytes:
-        for setting in statements.ID_LOOKUP_PLAN_SETTINGS:
-            connection.execute(setting)
+    _collect_rows_at_pickups(connection, taxi, month_start, final_schema)
+    for setting in statements.MERGE_PLAN_SETTINGS:
+        connection.execute(setting)
     inserted = connection.execute(
         statements.merge_into_final(taxi, month_start, final_schema)
     ).rowcount
@@ -238,6 +236,27 @@ def _merge_staged(
     )
     connection.execute(statements.drop_staging(taxi, month_start))
     return MergeResult(rows_staged=rows_staged, rows_inserted=inserted, already_loaded=False)
+
+
+def _collect_rows_at_pickups(
+    connection: psycopg.Connection, taxi: TaxiType, month_start: date, final_schema: str
+) -> None:
+    """The final table's rows that could share an id with the staged month (see
+    ``statements.collect_rows_at_pickups``), under the table lock the merge holds."""
+    bounds = {"month_start": month_start, "month_end": next_month(month_start)}
+    final_bytes = connection.execute(
+        statements.heap_bytes(statements.final_table(taxi, final_schema))
+    ).fetchone()[0]
+    outside, nulls = None, False
+    if final_bytes:  # an empty heap holds no row to meet: skip reading the staged month
+        outside, nulls = connection.execute(
+            statements.staged_pickups_outside_month(taxi, month_start), bounds
+        ).fetchone()
+    connection.execute(
+        statements.collect_rows_at_pickups(taxi, final_schema),
+        {**bounds, "outside": outside, "nulls": nulls},
+    )
+    connection.execute(statements.analyze_rows_at_pickups())
 
 
 def _summarize_filename_index(

@@ -13,11 +13,17 @@ How a month moves, and why it is cheap:
   row first). It commits together with a ledger entry and the drop of the staging table.
   Rows duplicated inside one file are all kept, as the zoomcamp ``MERGE ... WHEN NOT
   MATCHED`` keeps them.
-- The id lookup goes through a btree on the pickup time (the id hashes the pickup, so equal
-  ids have equal pickups): months arrive roughly in time order, so that index grows at its
-  right edge, where a btree on md5 ids would be written all over for every row. A BRIN
-  index on ``filename`` (rows of a file are appended together) finds a month's rows for
-  the checks at almost no cost to the load.
+- The id check reads only the final table's rows that could share an id with the month:
+  the id hashes the pickup, so equal ids have equal pickups, and the rows at the month's
+  pickups are those inside the month (a range of the pickup btree) plus the exact
+  pickups of its few out-of-month rows. They go into a temporary table, and the insert
+  anti-joins the staged rows against it by hash: a cost that grows with the month and
+  with what already sits at its pickups, never with the table's history (a lookup per
+  staged row in the 124M-row index cost more as the table grew). Months arrive roughly
+  in time order, so the pickup btree grows at its right edge, where a btree on md5 ids
+  would be written all over for every row. A BRIN index on ``filename`` (rows of a file
+  are appended together) finds a month's rows for the checks at almost no cost to the
+  load.
 - The ledger (``taxi_platform.loaded_files``) lets a re-run of a loaded, unchanged file
   finish without touching the data.
 """
@@ -40,18 +46,25 @@ SESSION_SETTINGS = (
     sql.SQL("set local extra_float_digits to 1"),
 )
 
-# An id lookup (the merge's, the duplicate check's) should probe the pickup index once per
-# row of the month, a cost that grows with the month, never with the table's history. Left
-# alone, the planner hashes the whole final table instead, and the hash only grows as
-# months accumulate. Into an empty or small table the hash is the cheaper one, so the
-# merge applies these only once the table is at least the month's size (see
-# ``merge_month``; the measured figures are in the README's benchmark section).
+# The duplicate check's id lookup should probe the pickup index once per row of the
+# month, a cost that grows with the month, never with the table's history. Left alone, the
+# planner hashes the whole final table instead, and the hash only grows as months
+# accumulate.
 ID_LOOKUP_PLAN_SETTINGS = (
     sql.SQL("set local enable_hashjoin to off"),
     sql.SQL("set local enable_mergejoin to off"),
 )
 
+# The merge's anti-join against the rows at the month's pickups: by hash, one pass over the
+# staged rows. A nested loop would scan the candidates once per staged row.
+MERGE_PLAN_SETTINGS = (
+    sql.SQL("set local enable_nestloop to off"),
+    sql.SQL("set local enable_mergejoin to off"),
+)
+
 LEDGER_TABLE = sql.Identifier(LEDGER_SCHEMA, "loaded_files")
+# Rows of the final table at the pickups of the month being merged (``collect_rows_at_pickups``).
+ROWS_AT_PICKUPS = sql.Identifier("taxi_platform_rows_at_pickups")
 
 
 def setup_statements(taxi: TaxiType, final_schema: str = "public") -> list[sql.Composable]:
@@ -208,18 +221,56 @@ def staging_exists(taxi: TaxiType, month_start: date) -> sql.Composable:
     return relation_exists(f"{STAGING_SCHEMA}.{taxi.month_table(month_start)}")
 
 
+def staged_pickups_outside_month(taxi: TaxiType, month_start: date) -> sql.Composable:
+    """The distinct pickups of the staged rows outside ``[%(month_start)s, %(month_end)s)``
+    (NULL when there are none), and whether any staged row has no pickup."""
+    pickup = pickup_identifier(taxi)
+    return sql.SQL(
+        "select array_agg(distinct {pickup}) filter (where {pickup} < %(month_start)s "
+        "or {pickup} >= %(month_end)s), coalesce(bool_or({pickup} is null), false) "
+        "from {staging}"
+    ).format(pickup=pickup, staging=staging_table(taxi, month_start))
+
+
+def collect_rows_at_pickups(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
+    """The final table's (pickup, id) at the month's pickups, into a temporary table.
+
+    Parameters: ``month_start``, ``month_end``, ``outside`` (the staged out-of-month
+    pickups, an array or NULL) and ``nulls`` (whether rows without a pickup were staged).
+    Each part is an index scan of the pickup btree; the table lives until the commit.
+    """
+    pickup = pickup_identifier(taxi)
+    final = final_table(taxi, final_schema)
+    return sql.SQL(
+        "create temporary table {rows} on commit drop as "
+        "select {pickup} as pickup, unique_row_id from {final} "
+        "where {pickup} >= %(month_start)s and {pickup} < %(month_end)s "
+        "union all select {pickup}, unique_row_id from {final} "
+        "where {pickup} = any(%(outside)s::timestamp[]) "
+        "union all select {pickup}, unique_row_id from {final} "
+        "where %(nulls)s and {pickup} is null"
+    ).format(rows=ROWS_AT_PICKUPS, pickup=pickup, final=final)
+
+
+def analyze_rows_at_pickups() -> sql.Composable:
+    """Tells the planner how many candidates there are (a temporary table has no stats)."""
+    return sql.SQL("analyze {}").format(ROWS_AT_PICKUPS)
+
+
 def merge_into_final(
     taxi: TaxiType, month_start: date, final_schema: str = "public"
 ) -> sql.Composable:
     """Insert the staged rows whose id the final table does not hold yet, ids computed here.
 
-    Equal ids have equal pickups, so the lookup goes through the pickup index; a row
-    without a pickup time is looked up among the rows without one.
+    "Holds" is asked of the rows at the month's pickups (``collect_rows_at_pickups``, run
+    first in the same transaction): equal ids have equal pickups, and a row without a
+    pickup time is compared with the rows without one.
     """
     file_columns = [sql.Identifier(c.postgres_name) for c in taxi.all_columns]
     target_columns = sql.SQL(", ").join(
         [sql.Identifier("unique_row_id"), sql.Identifier("filename"), *file_columns]
     )
+    pickup = pickup_identifier(taxi)
     return sql.SQL(
         "insert into {final} ({target_columns}) "
         "select {target_columns} from ("
@@ -227,11 +278,10 @@ def merge_into_final(
         # offset 0 keeps the subquery whole, so md5 runs once per row, not once for the
         # lookup and again for the insert.
         " offset 0) as staged "
-        "where not exists (select 1 from {final} as existing "
-        "where existing.{pickup} = staged.{pickup} "
-        "and existing.unique_row_id = staged.unique_row_id) "
-        "and (staged.{pickup} is not null or not exists (select 1 from {final} as existing "
-        "where existing.{pickup} is null and existing.unique_row_id = staged.unique_row_id))"
+        "where not exists (select 1 from {rows} as existing "
+        "where existing.unique_row_id = staged.unique_row_id "
+        "and (existing.pickup = staged.{pickup} "
+        "or (existing.pickup is null and staged.{pickup} is null)))"
     ).format(
         final=final_table(taxi, final_schema),
         staging=staging_table(taxi, month_start),
@@ -239,7 +289,8 @@ def merge_into_final(
         id=unique_row_id(taxi),
         filename=sql.Literal(taxi.csv_name(month_start)),
         file_columns=sql.SQL(", ").join(file_columns),
-        pickup=pickup_identifier(taxi),
+        rows=ROWS_AT_PICKUPS,
+        pickup=pickup,
     )
 
 

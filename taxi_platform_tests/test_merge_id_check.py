@@ -1,0 +1,96 @@
+"""The merge's id check finds every row the table already holds, wherever its pickup lies.
+
+The merge compares the staged month only with the final table's rows at the month's
+pickups: those inside the month, those at the exact pickups of its out-of-month rows, and
+those without a pickup when the month has such rows. Each kind of earlier row a later file
+can repeat is here once: an out-of-month row of January that falls in February, a January
+row repeated by February with its January pickup, rows without a pickup, a far-off pickup;
+next to rows that must still go in: a new trip at a second already taken, a trip twice in
+one file (kept twice, as the zoomcamp MERGE keeps it), a new trip without a pickup.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from datetime import date
+from pathlib import Path
+
+import psycopg
+
+from taxi_platform.lib.catalog import GREEN
+from taxi_platform.lib.postgres_load import merge_month, stage_month
+
+JANUARY, FEBRUARY = date(2019, 1, 1), date(2019, 2, 1)
+
+
+def trip(pickup: str, fare: str, vendor: str = "2") -> dict[str, str]:
+    row = dict.fromkeys(GREEN.header, "")
+    row.update(
+        VendorID=vendor,
+        lpep_pickup_datetime=pickup,
+        lpep_dropoff_datetime=pickup.replace(":00:", ":20:") if pickup else "",
+        PULocationID="74",
+        DOLocationID="41",
+        trip_distance="1.5",
+        fare_amount=fare,
+        total_amount=fare,
+    )
+    return row
+
+
+IN_JANUARY = trip("2019-01-10 08:00:00", "7.5")
+JANUARY_ROW_IN_FEBRUARY = trip("2019-02-03 09:00:00", "12")
+NO_PICKUP = trip("", "5")
+FAR_OFF = trip("2008-12-31 23:00:00", "3")
+
+
+def load(url: str, month: date, rows: list[dict[str, str]], folder: Path) -> int:
+    """Stage and merge the rows as the month's file; returns the rows inserted."""
+    csv_path = folder / GREEN.csv_name(month)
+    with open(csv_path, "w", newline="") as csv_file:
+        writer = csv.DictWriter(csv_file, fieldnames=GREEN.header)
+        writer.writeheader()
+        writer.writerows(rows)
+    sha256 = hashlib.sha256(csv_path.read_bytes()).hexdigest()
+    with psycopg.connect(url) as connection:
+        stage_month(connection, GREEN, month, csv_path, sha256, "test", force=True)
+    with psycopg.connect(url) as connection:
+        return merge_month(connection, GREEN, month, "test").rows_inserted
+
+
+def test_rows_already_held_are_found_wherever_their_pickup_lies(
+    database_url: str, tmp_path: Path
+) -> None:
+    january = [IN_JANUARY, JANUARY_ROW_IN_FEBRUARY, NO_PICKUP, FAR_OFF]
+    assert load(database_url, JANUARY, january, tmp_path) == 4
+
+    new_at_a_taken_second = trip(IN_JANUARY["lpep_pickup_datetime"], "8")
+    twice_in_the_file = trip("2019-02-14 10:00:00", "9.5")
+    new_without_pickup = trip("", "6")
+    february = [
+        JANUARY_ROW_IN_FEBRUARY,  # inside February's range
+        IN_JANUARY,  # outside it: found at its exact pickup
+        NO_PICKUP,
+        FAR_OFF,
+        new_at_a_taken_second,
+        twice_in_the_file,
+        twice_in_the_file,
+        new_without_pickup,
+    ]
+    assert load(database_url, FEBRUARY, february, tmp_path) == 4
+
+    with psycopg.connect(database_url) as connection:
+        by_file = dict(
+            connection.execute(
+                "select filename, count(*) from green_tripdata group by filename"
+            ).fetchall()
+        )
+    assert by_file == {GREEN.csv_name(JANUARY): 4, GREEN.csv_name(FEBRUARY): 4}
+    # The same file merged again (forced past the ledger) adds nothing.
+    assert load(database_url, FEBRUARY, february, tmp_path) == 0
+
+
+def test_into_an_empty_table_every_row_goes_in(database_url: str, tmp_path: Path) -> None:
+    rows = [IN_JANUARY, IN_JANUARY, NO_PICKUP, NO_PICKUP, FAR_OFF]
+    assert load(database_url, JANUARY, rows, tmp_path) == 5
