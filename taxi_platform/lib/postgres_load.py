@@ -243,18 +243,16 @@ def _collect_rows_at_pickups(
 ) -> None:
     """The final table's rows that could share an id with the staged month (see
     ``statements.collect_rows_at_pickups``), under the table lock the merge holds."""
-    bounds = {"month_start": month_start, "month_end": next_month(month_start)}
     final_bytes = connection.execute(
         statements.heap_bytes(statements.final_table(taxi, final_schema))
     ).fetchone()[0]
-    outside, nulls = None, False
-    if final_bytes:  # an empty heap holds no row to meet: skip reading the staged month
-        outside, nulls = connection.execute(
-            statements.staged_pickups_outside_month(taxi, month_start), bounds
-        ).fetchone()
     connection.execute(
-        statements.collect_rows_at_pickups(taxi, final_schema),
-        {**bounds, "outside": outside, "nulls": nulls},
+        statements.collect_rows_at_pickups(taxi, month_start, final_schema),
+        {
+            "month_start": month_start,
+            "month_end": next_month(month_start),
+            "final_has_rows": bool(final_bytes),
+        },
     )
     connection.execute(statements.analyze_rows_at_pickups())
 

@@ -221,35 +221,32 @@ def staging_exists(taxi: TaxiType, month_start: date) -> sql.Composable:
     return relation_exists(f"{STAGING_SCHEMA}.{taxi.month_table(month_start)}")
 
 
-def staged_pickups_outside_month(taxi: TaxiType, month_start: date) -> sql.Composable:
-    """The distinct pickups of the staged rows outside ``[%(month_start)s, %(month_end)s)``
-    (NULL when there are none), and whether any staged row has no pickup."""
-    pickup = pickup_identifier(taxi)
-    return sql.SQL(
-        "select array_agg(distinct {pickup}) filter (where {pickup} < %(month_start)s "
-        "or {pickup} >= %(month_end)s), coalesce(bool_or({pickup} is null), false) "
-        "from {staging}"
-    ).format(pickup=pickup, staging=staging_table(taxi, month_start))
+def collect_rows_at_pickups(
+    taxi: TaxiType, month_start: date, final_schema: str = "public"
+) -> sql.Composable:
+    """The final table's (pickup, id) at the staged month's pickups, into a temporary table.
 
-
-def collect_rows_at_pickups(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
-    """The final table's (pickup, id) at the month's pickups, into a temporary table.
-
-    Parameters: ``month_start``, ``month_end``, ``outside`` (the staged out-of-month
-    pickups, an array or NULL) and ``nulls`` (whether rows without a pickup were staged).
-    Each part is an index scan of the pickup btree; the table lives until the commit.
+    Parameters: ``month_start``, ``month_end``, and ``final_has_rows`` (false skips
+    reading the staged month for its out-of-month pickups and NULLs: an empty table holds
+    nothing to meet). Everything stays in the server: the out-of-month pickups are a
+    semi-join, not a list sent to the client and back (when a file's pickups lie all in
+    another month, that list was the whole month, and a run's memory grew by 180 MB). The
+    table lives until the commit.
     """
     pickup = pickup_identifier(taxi)
     final = final_table(taxi, final_schema)
+    staging = staging_table(taxi, month_start)
     return sql.SQL(
         "create temporary table {rows} on commit drop as "
         "select {pickup} as pickup, unique_row_id from {final} "
         "where {pickup} >= %(month_start)s and {pickup} < %(month_end)s "
-        "union all select {pickup}, unique_row_id from {final} "
-        "where {pickup} = any(%(outside)s::timestamp[]) "
-        "union all select {pickup}, unique_row_id from {final} "
-        "where %(nulls)s and {pickup} is null"
-    ).format(rows=ROWS_AT_PICKUPS, pickup=pickup, final=final)
+        "union all select existing.{pickup}, existing.unique_row_id from {final} as existing "
+        "where %(final_has_rows)s and existing.{pickup} in (select staged.{pickup} "
+        "from {staging} as staged where staged.{pickup} < %(month_start)s "
+        "or staged.{pickup} >= %(month_end)s) "
+        "union all select {pickup}, unique_row_id from {final} where %(final_has_rows)s "
+        "and {pickup} is null and exists (select 1 from {staging} where {pickup} is null)"
+    ).format(rows=ROWS_AT_PICKUPS, pickup=pickup, final=final, staging=staging)
 
 
 def analyze_rows_at_pickups() -> sql.Composable:
