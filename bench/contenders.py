@@ -66,7 +66,7 @@ class Timing:
         self.steps[name] = self.steps.get(name, 0.0) + time.perf_counter() - started
 
 
-def _copy_file(cursor: psycopg.Cursor, statement: sql.Composable, csv_path: Path) -> int:
+def copy_file(cursor: psycopg.Cursor, statement: sql.Composable, csv_path: Path) -> int:
     # The same client-side streaming our staging COPY uses, so the contenders differ only
     # in their SQL.
     with cursor.copy(statement) as copy:
@@ -95,7 +95,7 @@ def floor_load(url: str, taxi: TaxiType, csv_path: Path) -> Timing:
             connection.execute(sql.SQL("create unlogged table {} ({})").format(table, columns))
         with timing.step("copy"), connection.cursor() as cursor:
             statement = sql.SQL("copy {} from stdin with (format csv, header true)").format(table)
-            timing.extra["rows_loaded"] = _copy_file(cursor, statement, csv_path)
+            timing.extra["rows_loaded"] = copy_file(cursor, statement, csv_path)
     return timing
 
 
@@ -122,7 +122,7 @@ def durable_floor_load(url: str, taxi: TaxiType, csv_path: Path) -> Timing:
             )
         with timing.step("copy"), connection.cursor() as cursor:
             statement = sql.SQL("copy {} from stdin with (format csv, header true)").format(table)
-            timing.extra["rows_loaded"] = _copy_file(cursor, statement, csv_path)
+            timing.extra["rows_loaded"] = copy_file(cursor, statement, csv_path)
     return timing
 
 
@@ -155,7 +155,7 @@ def zoomcamp_load(
         with timing.step("truncate_staging"):
             connection.execute(zoomcamp_sql.truncate_staging(taxi))
         with timing.step("copy"), connection.cursor() as cursor:
-            timing.extra["rows_staged"] = _copy_file(
+            timing.extra["rows_staged"] = copy_file(
                 cursor, zoomcamp_sql.copy_into_staging(taxi), csv_path
             )
         with timing.step("update_ids"):

@@ -47,6 +47,7 @@ from bench import contenders
 from bench.run import RESULTS_DIR, Databases, LandedCsv, land_locally
 from taxi_platform.lib.catalog import DOUBLE, TEXT, TIMESTAMP, Column, TaxiType, taxi_type
 from taxi_platform.lib.landing import parse_header
+from taxi_platform.lib.postgres_load import ensure_tables
 from taxi_platform.lib.sql import postgres as statements
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 from taxi_platform.local.ports import free_port
@@ -158,10 +159,7 @@ def copy_ids_file(url: str, taxi: TaxiType, ids_path: Path, columns: tuple[Colum
     )
     with psycopg.connect(url) as connection:
         with connection.transaction(), connection.cursor() as cursor:
-            with cursor.copy(statement) as copy, open(ids_path, "rb") as ids_file:
-                while chunk := ids_file.read(1 << 20):
-                    copy.write(chunk)
-            rows = cursor.rowcount
+            rows = contenders.copy_file(cursor, statement, ids_path)
             connection.execute(statements.summarize_filename_index(taxi))
     return rows
 
@@ -179,9 +177,8 @@ def ids_postgres_disagrees_with(url: str, taxi: TaxiType) -> int:
 
 
 def create_final_table(url: str, taxi: TaxiType) -> None:
-    with psycopg.connect(url) as connection, connection.transaction():
-        for statement in statements.setup_statements(taxi):
-            connection.execute(statement)
+    with psycopg.connect(url) as connection:
+        ensure_tables(connection, taxi, "public")
 
 
 @dataclass
