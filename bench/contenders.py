@@ -175,7 +175,7 @@ def ours_sql_load(
     with timing.step("stage"), psycopg.connect(url) as connection:
         staged = stage_month(connection, taxi, month_start, csv_path, sha256, describe)
     with timing.step("merge"), psycopg.connect(url) as connection:
-        merged = merge_month(connection, taxi, month_start, describe)
+        merged = merge_month(connection, taxi, month_start, csv_path, describe)
     timing.extra.update(
         rows_staged=staged.rows_staged,
         rows_inserted=merged.rows_inserted,

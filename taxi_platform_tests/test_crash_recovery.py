@@ -26,7 +26,7 @@ from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 from taxi_platform.local.ports import free_port
 from taxi_platform.tools.generate import write_month
 from taxi_platform_tests.support.http_faults import FaultyMirror
-from taxi_platform_tests.support.run_results import failure_message, metadata
+from taxi_platform_tests.support.run_results import metadata
 from taxi_platform_tests.support.stack import (
     BIN_DIR,
     cli_stack,
@@ -126,25 +126,21 @@ def test_crash_between_staging_and_merge_never_records_the_month_as_merged(
     kill_postmaster(own_server)
     own_server.start()
 
+    # The staged month is a file beside the landed one, not an unlogged table that crash
+    # recovery empties: the merge alone loads every row of it.
     merge_alone = dg.materialize(
         assets_of(GREEN),
         selection=["postgres/green_tripdata"],
         partition_key=partition_key(JANUARY),
         resources=resources,
-        raise_on_error=False,
     )
-    assert not merge_alone.success
-    message = failure_message(merge_alone)
-    assert "partition green 2019-01-01" in message
-    assert "holds none of the 2,000 rows" in message
-    assert "crash" in message
-    assert final_count(own_database_url, GREEN) == 0
-    assert ledger_rows(own_database_url) == []
-
-    reloaded = load(GREEN, JANUARY, resources)
-    assert metadata(reloaded, "postgres/green_tripdata")["rows_inserted"] == 2000
+    assert metadata(merge_alone, "postgres/green_tripdata")["rows_inserted"] == 2000
     assert final_count(own_database_url, GREEN) == 2000
     assert ledger_rows(own_database_url) == [("green_tripdata_2019-01.csv", 2000, 2000)]
+
+    rerun = load(GREEN, JANUARY, resources)
+    assert metadata(rerun, "postgres/green_tripdata")["rows_inserted"] == 0
+    assert final_count(own_database_url, GREEN) == 2000
 
 
 def test_crash_during_the_merge_leaves_the_table_as_it_was_and_the_next_run_loads_it(

@@ -56,7 +56,7 @@ def load(url: str, month: date, rows: list[dict[str, str]], folder: Path) -> int
     with psycopg.connect(url) as connection:
         stage_month(connection, GREEN, month, csv_path, sha256, "test", force=True)
     with psycopg.connect(url) as connection:
-        return merge_month(connection, GREEN, month, "test").rows_inserted
+        return merge_month(connection, GREEN, month, csv_path, "test").rows_inserted
 
 
 def test_rows_already_held_are_found_wherever_their_pickup_lies(

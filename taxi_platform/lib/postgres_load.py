@@ -1,7 +1,8 @@
-"""Loading one month into Postgres: stage the file, then merge it into the final table.
+"""Loading one month into Postgres: stage the file with its ids, then COPY it into the final table.
 
 The assets call these functions, and so do the benchmark and the tests, so every caller
-loads a month the same way. See ``taxi_platform.lib.sql.postgres`` for why the steps are cheap.
+loads a month the same way. See ``taxi_platform.lib.sql.postgres`` for why the steps are
+cheap, and ``taxi_platform.lib.staged_month`` for the staged file.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import psycopg
-from psycopg import sql
 
-from taxi_platform.lib.catalog import TaxiType
+from taxi_platform.lib import staged_month
+from taxi_platform.lib.catalog import Column, TaxiType
 from taxi_platform.lib.landing import parse_header
 from taxi_platform.lib.months import next_month
 from taxi_platform.lib.sql import postgres as statements
@@ -25,11 +27,11 @@ class LoadError(Exception):
     """A month could not be staged or merged; the final table is as it was."""
 
 
-class StagingLost(LoadError):
-    """The staging table lost its rows (crash recovery empties unlogged tables).
+class StagedFileDamaged(LoadError):
+    """The staged file is missing, cut short or not what staging wrote.
 
-    Merging it would record the month as loaded with none of its rows, so the merge
-    refuses, and the next staging run copies the file again (the ledger has no entry).
+    Merging it would record the month with rows missing, so the merge refuses, and the
+    next staging run writes the file again (the ledger has no entry).
     """
 
 
@@ -93,16 +95,17 @@ def stage_month(
     final_schema: str = "public",
     force: bool = False,
 ) -> StageResult:
-    """COPY the month's CSV into its own staging table.
+    """Write the month's staged file: the landed CSV with its ids (``staged_month``).
 
     A file the ledger already records as merged, with the same sha256, is not staged
-    again: the re-run of a loaded month costs one lookup.
+    again: the re-run of a loaded month costs one lookup. The month's lock is held in the
+    database while the file is written, so that two runs of the month take turns, and the
+    merge of it never reads a file being rewritten.
     """
     ensure_tables(connection, taxi, final_schema)
     entry = connection.execute(statements.ledger_entry(taxi, month_start, final_schema)).fetchone()
     if not force and entry is not None and entry[0] == sha256:
         return StageResult(rows_staged=entry[1], already_loaded=True)
-    staging = statements.staging_table(taxi, month_start)
     columns = _file_columns(taxi, csv_path, describe)
     try:
         with connection.transaction():
@@ -114,28 +117,36 @@ def stage_month(
             ).fetchone()
             if not force and entry is not None and entry[0] == sha256:
                 return StageResult(rows_staged=entry[1], already_loaded=True)
-            connection.execute(statements.drop_staging(taxi, month_start))
-            connection.execute(statements.create_staging(taxi, month_start))
-            with connection.cursor() as cursor:
-                copy_statement = statements.copy_into_staging(taxi, month_start, columns)
-                with cursor.copy(copy_statement) as copy:
-                    with open(csv_path, "rb") as csv_file:
-                        while chunk := csv_file.read(COPY_CHUNK_BYTES):
-                            copy.write(chunk)
-                rows_staged = cursor.rowcount
-            # What the merge needs to know about the staged file, kept with the table so
-            # that it survives between the two steps (they may run in different processes).
-            connection.execute(
-                sql.SQL("comment on table {} is {}").format(
-                    staging, sql.Literal(f"{sha256} {rows_staged}")
-                )
-            )
-            connection.execute(sql.SQL("analyze {}").format(staging))
+            staged = _write_staged_file(taxi, month_start, csv_path, columns, sha256, describe)
     except psycopg.Error as error:
         if went_away(error):
             raise database_went_away(describe, "staging", error) from error
-        raise LoadError(f"{describe}: COPY into staging failed: {_explain(error)}") from error
-    return StageResult(rows_staged=rows_staged, already_loaded=False)
+        raise LoadError(f"{describe}: staging failed: {_explain(error)}") from error
+    return StageResult(rows_staged=staged.rows, already_loaded=False)
+
+
+def _write_staged_file(
+    taxi: TaxiType,
+    month_start: date,
+    csv_path: Path,
+    columns: tuple[Column, ...],
+    sha256: str,
+    describe: str,
+) -> staged_month.StagedMonth:
+    try:
+        return staged_month.stage_file(taxi, month_start, csv_path, columns, sha256)
+    except duckdb.Error as error:
+        detail = (str(error).strip().splitlines() or ["no detail"])[0]
+        raise LoadError(
+            f"{describe}: writing the staged file {staged_month.staged_path(csv_path).name} "
+            f"failed: {detail}; nothing was merged and the final table is unchanged"
+        ) from error
+    except OSError as error:
+        raise LoadError(
+            f"{describe}: writing the staged file {staged_month.staged_path(csv_path)} "
+            f"failed: {error.strerror or error}; nothing was merged and the final table "
+            "is unchanged"
+        ) from error
 
 
 def _file_columns(taxi: TaxiType, csv_path: Path, describe: str) -> tuple:
@@ -152,34 +163,35 @@ def merge_month(
     connection: psycopg.Connection,
     taxi: TaxiType,
     month_start: date,
+    csv_path: Path,
     describe: str,
     final_schema: str = "public",
 ) -> MergeResult:
-    """Move the staged month into the final table in one transaction.
+    """COPY the staged month (``csv_path``'s staged file) into the final table, in one
+    transaction, then delete the staged file.
 
-    The insert, the ledger entry and the drop of the staging table commit together or not
-    at all, so a failure leaves the final table as it was and the month can be retried.
+    The COPY, the removal of rows the table already held, and the ledger entry commit
+    together or not at all, so a failure leaves the final table as it was and the month
+    can be retried; the staged file stays until the commit.
     """
     ensure_tables(connection, taxi, final_schema)
     try:
         with connection.transaction():
             # The month lock first: a second run of this month restaging it waits until
-            # this merge has committed (or rolled back), and never drops the table under it.
+            # this merge has committed (or rolled back), and never rewrites the file under it.
             connection.execute(statements.month_lock(taxi, month_start))
             connection.execute(statements.table_lock(taxi, final_schema))
             for setting in statements.SESSION_SETTINGS:
                 connection.execute(setting)
-            if not connection.execute(statements.staging_exists(taxi, month_start)).fetchone()[0]:
+            staged = staged_month.read(csv_path)
+            if staged is None:
                 entry = connection.execute(
                     statements.ledger_entry(taxi, month_start, final_schema)
                 ).fetchone()
                 return _merged_before(entry, describe)
-            return _merge_staged(connection, taxi, month_start, describe, final_schema)
-    except StagingLost:
-        # Drop the emptied table, so that nothing downstream mistakes it for a staged month.
-        with connection.transaction():
-            connection.execute(statements.drop_staging(taxi, month_start))
-        raise
+            merged = _merge_staged(
+                connection, taxi, month_start, csv_path, staged, describe, final_schema
+            )
     except LoadError:
         raise
     except psycopg.Error as error:
@@ -188,6 +200,8 @@ def merge_month(
         raise LoadError(
             f"{describe}: merge into the final table failed: {_explain(error)}"
         ) from error
+    staged_month.remove(csv_path)
+    return merged
 
 
 def _merged_before(ledger_entry: tuple | None, describe: str) -> MergeResult:
@@ -199,62 +213,91 @@ def _merged_before(ledger_entry: tuple | None, describe: str) -> MergeResult:
     return MergeResult(rows_staged=ledger_entry[1], rows_inserted=0, already_loaded=True)
 
 
+def _staged_file_damaged(describe: str, problem: str) -> StagedFileDamaged:
+    return StagedFileDamaged(
+        f"{describe}: the staged file cannot be merged: {problem}; nothing was merged and "
+        "the final table is unchanged. Stage the month again: materialize its raw file and "
+        "staging assets, then this one (or all three at once)."
+    )
+
+
 def _merge_staged(
     connection: psycopg.Connection,
     taxi: TaxiType,
     month_start: date,
+    csv_path: Path,
+    staged: staged_month.StagedMonth,
     describe: str,
     final_schema: str,
 ) -> MergeResult:
-    """Insert the staged month's new rows, record the file, drop the staging table."""
-    staging = statements.staging_table(taxi, month_start)
-    note = connection.execute(
-        "select obj_description(to_regclass(%s), 'pg_class')",
-        (f"{statements.STAGING_SCHEMA}.{taxi.month_table(month_start)}",),
-    ).fetchone()[0]
-    sha256, rows_staged = _staged_file(note, connection, staging)
-    staged_bytes = connection.execute(statements.heap_bytes(staging)).fetchone()[0]
-    if rows_staged > 0 and not staged_bytes:
-        raise StagingLost(
-            f"{describe}: the staging table {statements.STAGING_SCHEMA}."
-            f"{taxi.month_table(month_start)} holds none of the {rows_staged:,} rows "
-            f"staged from {taxi.csv_name(month_start)} (the database restarted after "
-            "a crash, which empties unlogged tables); nothing was merged and the final "
-            "table is unchanged. Stage the month again: materialize its raw file and "
-            "staging assets, then this one (or all three at once)."
-        )
-    _collect_rows_at_pickups(connection, taxi, month_start, final_schema)
-    for setting in statements.MERGE_PLAN_SETTINGS:
-        connection.execute(setting)
-    inserted = connection.execute(
-        statements.merge_into_final(taxi, month_start, final_schema)
-    ).rowcount
-    _summarize_filename_index(connection, taxi, final_schema)
-    connection.execute(
-        statements.record_load(taxi, month_start, final_schema),
-        (sha256, rows_staged, inserted),
-    )
-    connection.execute(statements.drop_staging(taxi, month_start))
-    return MergeResult(rows_staged=rows_staged, rows_inserted=inserted, already_loaded=False)
-
-
-def _collect_rows_at_pickups(
-    connection: psycopg.Connection, taxi: TaxiType, month_start: date, final_schema: str
-) -> None:
-    """The final table's rows that could share an id with the staged month (see
-    ``statements.collect_rows_at_pickups``), under the table lock the merge holds."""
+    """COPY the staged rows, delete those met again, record the file."""
+    problem = staged_month.damage(csv_path, staged)
+    if problem is not None:
+        raise _staged_file_damaged(describe, problem)
+    month_range = {"month_start": month_start, "month_end": next_month(month_start)}
     final_bytes = connection.execute(
         statements.heap_bytes(statements.final_table(taxi, final_schema))
     ).fetchone()[0]
+    if final_bytes:
+        connection.execute(
+            statements.collect_rows_at_month_pickups(taxi, final_schema), month_range
+        )
+    copied = _copy_staged_file(connection, taxi, csv_path, staged, final_schema)
+    if copied != staged.rows:
+        raise _staged_file_damaged(
+            describe, f"it gave {copied:,} rows where staging wrote {staged.rows:,}"
+        )
+    for setting in statements.COPIED_ROWS_PLAN_SETTINGS:
+        connection.execute(setting)
+    if staged.ids == staged_month.IDS_LEFT_TO_POSTGRES:
+        connection.execute(statements.compute_missing_ids(taxi, month_start, final_schema))
+    met_again = 0
+    if final_bytes:
+        met_again = _delete_rows_met_again(connection, taxi, month_start, final_schema)
+    inserted = copied - met_again
+    _summarize_filename_index(connection, taxi, final_schema)
     connection.execute(
-        statements.collect_rows_at_pickups(taxi, month_start, final_schema),
-        {
-            "month_start": month_start,
-            "month_end": next_month(month_start),
-            "final_has_rows": bool(final_bytes),
-        },
+        statements.record_load(taxi, month_start, final_schema),
+        (staged.sha256, copied, inserted),
     )
+    return MergeResult(rows_staged=copied, rows_inserted=inserted, already_loaded=False)
+
+
+def _copy_staged_file(
+    connection: psycopg.Connection,
+    taxi: TaxiType,
+    csv_path: Path,
+    staged: staged_month.StagedMonth,
+    final_schema: str,
+) -> int:
+    """Stream the staged file into the final table; the rows COPY read."""
+    statement = statements.copy_into_final(taxi, staged.file_columns(taxi), final_schema)
+    with connection.cursor() as cursor:
+        with cursor.copy(statement) as copy:
+            with open(staged_month.staged_path(csv_path), "rb") as staged_file:
+                while chunk := staged_file.read(COPY_CHUNK_BYTES):
+                    copy.write(chunk)
+        return cursor.rowcount
+
+
+def _delete_rows_met_again(
+    connection: psycopg.Connection, taxi: TaxiType, month_start: date, final_schema: str
+) -> int:
+    """Remove the copied rows whose id an earlier row holds (see
+    ``statements.delete_rows_met_again``), under the table lock the merge holds; how many."""
+    month_range = {"month_start": month_start, "month_end": next_month(month_start)}
+    connection.execute(
+        statements.add_rows_at_out_of_month_pickups(taxi, month_start, final_schema),
+        month_range,
+    )
+    if not connection.execute(statements.count_rows_at_pickups()).fetchone()[0]:
+        return 0
     connection.execute(statements.analyze_rows_at_pickups())
+    for setting in statements.MERGE_PLAN_SETTINGS:
+        connection.execute(setting)
+    return connection.execute(
+        statements.delete_rows_met_again(taxi, month_start, final_schema)
+    ).rowcount
 
 
 def _summarize_filename_index(
@@ -270,16 +313,6 @@ def _summarize_filename_index(
             connection.execute(statements.summarize_filename_index(taxi, final_schema))
     except psycopg.errors.InsufficientPrivilege:
         pass
-
-
-def _staged_file(
-    note: str | None, connection: psycopg.Connection, staging: sql.Identifier
-) -> tuple[str, int]:
-    """The sha256 and row count stage_month noted on the table (counted if absent)."""
-    parts = (note or "").split()
-    if len(parts) == 2 and parts[1].isdigit():
-        return parts[0], int(parts[1])
-    return "", connection.execute(statements.count_rows(staging)).fetchone()[0]
 
 
 def _explain(error: psycopg.Error) -> str:

@@ -6,8 +6,8 @@ month's checks in the same run, right after the asset they check:
 - ``file_rows_equal_staged_rows`` is declared on the staging asset itself and computed in
   its step (``defs/trips/postgres.py``), where both counts are at hand;
 - the final table's three checks run as one ``multi_asset_check`` sharing a connection and
-  a database pool slot; they find the month by ``filename``, because the staging table is
-  dropped once merged.
+  a database pool slot; they find the month by ``filename``, because the staged file is
+  deleted once merged.
 """
 
 import warnings
@@ -110,8 +110,8 @@ FINAL_TABLE_CHECKS = {
 def build_postgres_table_checks(taxi: TaxiType) -> dg.AssetChecksDefinition:
     """The final table's checks of a month, in one step sharing one connection.
 
-    They read the month's rows of ``public.{taxi}_tripdata`` by ``filename`` (the staging
-    table is gone once merged), so they take a slot of the database pool like the loads.
+    They read the month's rows of ``public.{taxi}_tripdata`` by ``filename`` (the staged
+    file is gone once merged), so they take a slot of the database pool like the loads.
     """
     key = postgres_table_key(taxi)
 

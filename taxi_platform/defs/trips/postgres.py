@@ -39,7 +39,7 @@ from taxi_platform.resources import LandingArea, PostgresResource
 # The steps that load the database share one pool (DATABASE_POOL), so a long backfill
 # cannot open more COPYs and merges at once than dagster.yaml's pool limit allows.
 # Bumped when what a step writes changes (the UI then flags months loaded by older code).
-CODE_VERSION = "2"
+CODE_VERSION = "3"
 ROWS_CHECK = "file_rows_equal_staged_rows"
 
 
@@ -106,10 +106,12 @@ def _database_asset(taxi: TaxiType, **kwargs) -> dict:
 def _rows_check(taxi: TaxiType, landed: LandedFile, staged: StageResult) -> dg.AssetCheckResult:
     """Every line of the landed file became one staged row.
 
-    ``file_rows`` are the lines counted while the file was gunzipped, ``rows_staged`` what
-    COPY reported. They differ when COPY read lines differently from the file's line count,
-    e.g. a quoted field spanning two lines, which would silently shift every count users
-    compare with the TLC's. Checked in the staging step itself, with both numbers at hand.
+    ``file_rows`` are the lines counted while the file was gunzipped, ``rows_staged`` the
+    rows the staging pass read. They differ when it read lines differently from the file's
+    line count, e.g. a quoted field spanning two lines, which would silently shift every
+    count users compare with the TLC's. Checked in the staging step itself, with both
+    numbers at hand. (The merge's COPY of the staged file counts its rows again, and
+    refuses a file that gives another number.)
     """
     return dg.AssetCheckResult(
         asset_key=staging_asset_key(taxi),
@@ -139,9 +141,9 @@ def build_staging_asset(taxi: TaxiType) -> dg.AssetsDefinition:
                 )
             ],
             description=(
-                f"The month's {taxi.name} rows COPYed into an unlogged table of their own "
-                f"(taxi_staging.{taxi.name}_tripdata_YYYY_MM), private to the month; the "
-                "merge computes unique_row_id and filename as it moves them."
+                f"The month's {taxi.name} rows with unique_row_id and filename computed "
+                "(the zoomcamp md5), written by DuckDB beside the landed file "
+                f"({taxi.name}_tripdata_YYYY-MM.csv.staged), for the merge's one COPY."
             ),
         )
     )
@@ -195,17 +197,19 @@ def build_postgres_table_asset(taxi: TaxiType) -> dg.AssetsDefinition:
             },
             description=(
                 f"public.{taxi.table}: every {taxi.name} trip loaded so far, in the zoomcamp "
-                "table's columns and types; a month's new ids are merged in one transaction."
+                "table's columns and types; a month's staged file is COPYed in and the rows "
+                "whose id the table held already are taken out again, in one transaction."
             ),
         )
     )
     def postgres_table(
-        context: dg.AssetExecutionContext, postgres: PostgresResource
+        context: dg.AssetExecutionContext, postgres: PostgresResource, landing: LandingArea
     ) -> dg.MaterializeResult:
         month = month_start(context.partition_key)
         describe = describe_month(taxi, context.partition_key)
+        csv_path = landing.csv_path(taxi, month)
         with _reported(context, describe, "the merge"), postgres.connect() as connection:
-            merged = merge_month(connection, taxi, month, describe, postgres.final_schema)
+            merged = merge_month(connection, taxi, month, csv_path, describe, postgres.final_schema)
         context.log.info(
             f"{describe}: {merged.rows_inserted:,} rows inserted, "
             f"{merged.rows_already_present:,} already present"

@@ -1,7 +1,7 @@
 """The statements behind the monthly asset checks on the final Postgres tables.
 
-A month's rows are found by ``filename`` (the zoomcamp column), because the staging table
-is dropped once the month is merged. Every statement takes the file name as a parameter
+A month's rows are found by ``filename`` (the zoomcamp column), because the staged file
+is deleted once the month is merged. Every statement takes the file name as a parameter
 (``%(filename)s``); identifiers come from the catalogue.
 """
 

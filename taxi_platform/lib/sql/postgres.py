@@ -5,25 +5,26 @@ Identifiers come from the catalogue (a closed set) and are quoted with
 all build their SQL here, so what is measured is what runs.
 
 How a month moves, and why it is cheap:
-- ``COPY`` streams the file into an unlogged staging table private to the month: no WAL,
-  no index, nothing computed (as fast as a bare COPY).
-- One ``INSERT ... SELECT`` moves the rows whose id the final table does not hold yet,
-  computing ``unique_row_id`` and ``filename`` on the way: the one pass that writes the
-  final table also computes the ids (the zoomcamp flow's ``UPDATE`` rewrites every staged
-  row first). It commits together with a ledger entry and the drop of the staging table.
-  Rows duplicated inside one file are all kept, as the zoomcamp ``MERGE ... WHEN NOT
-  MATCHED`` keeps them.
+- Staging (``taxi_platform.lib.staged_month``) writes the landed CSV again as a file with
+  ``unique_row_id`` and ``filename`` in front, the ids computed by DuckDB
+  (``duckdb_ids``) to equal this module's ``unique_row_id``. Postgres is not written.
+- The merge is one ``COPY`` of that file into the final table: every row is written
+  once, the index entries on the way (a staging table and an ``INSERT ... SELECT`` wrote
+  every row twice). The COPY, the removal of the rows whose id the table already held,
+  the ledger entry and the BRIN summary commit together or not at all. Rows duplicated
+  inside one file are all kept, as the zoomcamp ``MERGE ... WHEN NOT MATCHED`` keeps them.
 - The id check reads only the final table's rows that could share an id with the month:
   the id hashes the pickup, so equal ids have equal pickups, and the rows at the month's
-  pickups are those inside the month (a range of the pickup btree) plus the exact
-  pickups of its few out-of-month rows. They go into a temporary table, and the insert
-  anti-joins the staged rows against it by hash: a cost that grows with the month and
-  with what already sits at its pickups, never with the table's history (a lookup per
-  staged row in the 124M-row index cost more as the table grew). Months arrive roughly
-  in time order, so the pickup btree grows at its right edge, where a btree on md5 ids
-  would be written all over for every row. A BRIN index on ``filename`` (rows of a file
-  are appended together) finds a month's rows for the checks at almost no cost to the
-  load.
+  pickups are those inside the month (a range of the pickup btree, read before the COPY,
+  when every row is an earlier one) plus the rows at the exact pickups of its few
+  out-of-month rows and the rows without a pickup. They go into a temporary table; when
+  it is not empty, the month's new rows (found by ``filename`` and by being this
+  transaction's own, ``xmin``) that meet one of them by id and pickup are deleted again,
+  by hash: a cost that grows with the month and with what already sits at its pickups,
+  never with the table's history. Months arrive roughly in time order, so the pickup
+  btree grows at its right edge, where a btree on md5 ids would be written all over for
+  every row. A BRIN index on ``filename`` (rows of a file are appended together) finds a
+  month's rows for the checks and the merge at almost no cost to the load.
 - The ledger (``taxi_platform.loaded_files``) lets a re-run of a loaded, unchanged file
   finish without touching the data.
 """
@@ -36,7 +37,6 @@ from psycopg import sql
 
 from taxi_platform.lib.catalog import Column, TaxiType
 
-STAGING_SCHEMA = "taxi_staging"
 LEDGER_SCHEMA = "taxi_platform"
 
 # The id's text casts are Postgres's own (timestamps as `2019-01-01 00:10:16`, doubles in
@@ -55,22 +55,28 @@ ID_LOOKUP_PLAN_SETTINGS = (
     sql.SQL("set local enable_mergejoin to off"),
 )
 
-# The merge's anti-join against the rows at the month's pickups: by hash, one pass over the
-# staged rows. A nested loop would scan the candidates once per staged row.
+# The merge finds the month's just-copied rows through the ``filename`` BRIN (their pages),
+# never by reading the whole table: stale statistics know nothing of the month yet, and
+# left alone the planner may scan the table, a cost that grows with its history.
+COPIED_ROWS_PLAN_SETTINGS = (sql.SQL("set local enable_seqscan to off"),)
+
+# The removal of rows met again: one hash join of the copied rows against the rows at the
+# month's pickups. A nested loop would scan the candidates once per copied row.
 MERGE_PLAN_SETTINGS = (
+    *COPIED_ROWS_PLAN_SETTINGS,
     sql.SQL("set local enable_nestloop to off"),
     sql.SQL("set local enable_mergejoin to off"),
 )
 
 LEDGER_TABLE = sql.Identifier(LEDGER_SCHEMA, "loaded_files")
-# Rows of the final table at the pickups of the month being merged (``collect_rows_at_pickups``).
+# Rows of the final table at the pickups of the month being merged
+# (``collect_rows_at_month_pickups``, ``add_rows_at_out_of_month_pickups``).
 ROWS_AT_PICKUPS = sql.Identifier("taxi_platform_rows_at_pickups")
 
 
 def setup_statements(taxi: TaxiType, final_schema: str = "public") -> list[sql.Composable]:
     """Schemas, the id function, the final table (zoomcamp DDL), its id index, the ledger."""
     return [
-        sql.SQL("create schema if not exists {}").format(sql.Identifier(STAGING_SCHEMA)),
         sql.SQL("create schema if not exists {}").format(sql.Identifier(LEDGER_SCHEMA)),
         sql.SQL("create schema if not exists {}").format(sql.Identifier(final_schema)),
         sql.SQL(
@@ -135,10 +141,6 @@ def final_table(taxi: TaxiType, final_schema: str = "public") -> sql.Identifier:
     return sql.Identifier(final_schema, taxi.table)
 
 
-def staging_table(taxi: TaxiType, month_start: date) -> sql.Identifier:
-    return sql.Identifier(STAGING_SCHEMA, taxi.month_table(month_start))
-
-
 def pickup_identifier(taxi: TaxiType) -> sql.Identifier:
     """The pickup time's column, as the final table spells it (every index and check uses it)."""
     return sql.Identifier(taxi.column(taxi.pickup_column).postgres_name)
@@ -153,36 +155,6 @@ def unique_row_id(taxi: TaxiType) -> sql.Composable:
             )
             for name in taxi.postgres_id_columns
         )
-    )
-
-
-def create_staging(taxi: TaxiType, month_start: date) -> sql.Composable:
-    """An unlogged table for one month, with every catalogue column and nothing else (the
-    optional ones stay NULL when the file lacks them).
-
-    Autovacuum is off for it: the table is written once, analyzed by the staging step,
-    read once by the merge and dropped. Left on, autovacuum read whole staged months
-    (a yellow month is a GB) while the merges it competes with for the disk ran
-    (``bench.history``, yellow 2019).
-    """
-    return sql.SQL(
-        "create unlogged table {staging} ({columns}) with (autovacuum_enabled = false)"
-    ).format(staging=staging_table(taxi, month_start), columns=column_definitions(taxi.all_columns))
-
-
-def drop_staging(taxi: TaxiType, month_start: date) -> sql.Composable:
-    return sql.SQL("drop table if exists {}").format(staging_table(taxi, month_start))
-
-
-def copy_into_staging(
-    taxi: TaxiType, month_start: date, columns: tuple[Column, ...] | None = None
-) -> sql.Composable:
-    """COPY of a landed CSV; ``columns`` those its header has (the course layout by default,
-    ``taxi.columns_of_header`` says which)."""
-    columns = taxi.columns if columns is None else columns
-    return sql.SQL("copy {staging} ({columns}) from stdin with (format csv, header true)").format(
-        staging=staging_table(taxi, month_start),
-        columns=sql.SQL(", ").join(sql.Identifier(c.postgres_name) for c in columns),
     )
 
 
@@ -217,36 +189,64 @@ def relation_exists(qualified_name: str) -> sql.Composable:
     )
 
 
-def staging_exists(taxi: TaxiType, month_start: date) -> sql.Composable:
-    return relation_exists(f"{STAGING_SCHEMA}.{taxi.month_table(month_start)}")
-
-
-def collect_rows_at_pickups(
-    taxi: TaxiType, month_start: date, final_schema: str = "public"
+def copy_into_final(
+    taxi: TaxiType, columns: tuple[Column, ...], final_schema: str = "public"
 ) -> sql.Composable:
-    """The final table's (pickup, id) at the staged month's pickups, into a temporary table.
+    """COPY of a staged month (``staged_month``): the two id columns, then ``columns``."""
+    target = [sql.Identifier("unique_row_id"), sql.Identifier("filename")]
+    target += [sql.Identifier(c.postgres_name) for c in columns]
+    return sql.SQL("copy {final} ({target}) from stdin with (format csv, header true)").format(
+        final=final_table(taxi, final_schema), target=sql.SQL(", ").join(target)
+    )
 
-    Parameters: ``month_start``, ``month_end``, and ``final_has_rows`` (false skips
-    reading the staged month for its out-of-month pickups and NULLs: an empty table holds
-    nothing to meet). Everything stays in the server: the out-of-month pickups are a
-    semi-join, not a list sent to the client and back (when a file's pickups lie all in
-    another month, that list was the whole month, and a run's memory grew by 180 MB). The
-    table lives until the commit.
+
+def _month_rows_written_now(taxi: TaxiType, month_start: date) -> sql.Composable:
+    """The condition on ``copied`` for the rows this transaction wrote for the month.
+
+    ``filename`` lets the BRIN index find the month's pages; ``xmin`` tells the rows
+    just copied from the month's rows of an earlier load of the same file (a forced
+    reload, a re-published month). The merge holds the table's lock, and no
+    subtransaction writes, so they carry the transaction's own id.
     """
+    return sql.SQL(
+        "copied.filename = {filename} and copied.xmin = pg_current_xact_id()::xid"
+    ).format(filename=sql.Literal(taxi.csv_name(month_start)))
+
+
+def collect_rows_at_month_pickups(taxi: TaxiType, final_schema: str = "public") -> sql.Composable:
+    """The final table's (pickup, id) inside the month and without a pickup, into a
+    temporary table that lives until the commit; run before the COPY, when every row of
+    the table is an earlier one. Parameters: ``month_start``, ``month_end``."""
     pickup = pickup_identifier(taxi)
     final = final_table(taxi, final_schema)
-    staging = staging_table(taxi, month_start)
     return sql.SQL(
         "create temporary table {rows} on commit drop as "
         "select {pickup} as pickup, unique_row_id from {final} "
         "where {pickup} >= %(month_start)s and {pickup} < %(month_end)s "
-        "union all select existing.{pickup}, existing.unique_row_id from {final} as existing "
-        "where %(final_has_rows)s and existing.{pickup} in (select staged.{pickup} "
-        "from {staging} as staged where staged.{pickup} < %(month_start)s "
-        "or staged.{pickup} >= %(month_end)s) "
-        "union all select {pickup}, unique_row_id from {final} where %(final_has_rows)s "
-        "and {pickup} is null and exists (select 1 from {staging} where {pickup} is null)"
-    ).format(rows=ROWS_AT_PICKUPS, pickup=pickup, final=final, staging=staging)
+        "union all select {pickup}, unique_row_id from {final} where {pickup} is null"
+    ).format(rows=ROWS_AT_PICKUPS, pickup=pickup, final=final)
+
+
+def add_rows_at_out_of_month_pickups(
+    taxi: TaxiType, month_start: date, final_schema: str = "public"
+) -> sql.Composable:
+    """Add the earlier rows at the exact pickups of the month's out-of-month rows; run after
+    the COPY. Everything stays in the server: a semi-join, not a list sent to the client and
+    back (when a file's pickups lie all in another month, that list is the whole month).
+    Parameters: ``month_start``, ``month_end``."""
+    pickup = pickup_identifier(taxi)
+    return sql.SQL(
+        "insert into {rows} select earlier.{pickup}, earlier.unique_row_id "
+        "from {final} as earlier where earlier.{pickup} in (select copied.{pickup} "
+        "from {final} as copied where {written_now} "
+        "and (copied.{pickup} < %(month_start)s or copied.{pickup} >= %(month_end)s)) "
+        "and earlier.xmin <> pg_current_xact_id()::xid"
+    ).format(
+        rows=ROWS_AT_PICKUPS,
+        pickup=pickup,
+        final=final_table(taxi, final_schema),
+        written_now=_month_rows_written_now(taxi, month_start),
+    )
 
 
 def analyze_rows_at_pickups() -> sql.Composable:
@@ -254,40 +254,45 @@ def analyze_rows_at_pickups() -> sql.Composable:
     return sql.SQL("analyze {}").format(ROWS_AT_PICKUPS)
 
 
-def merge_into_final(
+def count_rows_at_pickups() -> sql.Composable:
+    return count_rows(ROWS_AT_PICKUPS)
+
+
+def delete_rows_met_again(
     taxi: TaxiType, month_start: date, final_schema: str = "public"
 ) -> sql.Composable:
-    """Insert the staged rows whose id the final table does not hold yet, ids computed here.
+    """Delete the month's just-copied rows whose id an earlier row at their pickup holds.
 
-    "Holds" is asked of the rows at the month's pickups (``collect_rows_at_pickups``, run
-    first in the same transaction): equal ids have equal pickups, and a row without a
-    pickup time is compared with the rows without one.
+    "Holds" is asked of the rows at the month's pickups (``collect_rows_at_month_pickups``
+    and ``add_rows_at_out_of_month_pickups``): equal ids have equal pickups, and a row
+    without a pickup time is compared with the rows without one.
     """
-    file_columns = [sql.Identifier(c.postgres_name) for c in taxi.all_columns]
-    target_columns = sql.SQL(", ").join(
-        [sql.Identifier("unique_row_id"), sql.Identifier("filename"), *file_columns]
-    )
     pickup = pickup_identifier(taxi)
     return sql.SQL(
-        "insert into {final} ({target_columns}) "
-        "select {target_columns} from ("
-        "select {id} as unique_row_id, {filename} as filename, {file_columns} from {staging}"
-        # offset 0 keeps the subquery whole, so md5 runs once per row, not once for the
-        # lookup and again for the insert.
-        " offset 0) as staged "
-        "where not exists (select 1 from {rows} as existing "
-        "where existing.unique_row_id = staged.unique_row_id "
-        "and (existing.pickup = staged.{pickup} "
-        "or (existing.pickup is null and staged.{pickup} is null)))"
+        "delete from {final} as copied using {rows} as earlier where {written_now} "
+        "and copied.unique_row_id = earlier.unique_row_id and (copied.{pickup} = earlier.pickup "
+        "or (copied.{pickup} is null and earlier.pickup is null))"
     ).format(
         final=final_table(taxi, final_schema),
-        staging=staging_table(taxi, month_start),
-        target_columns=target_columns,
-        id=unique_row_id(taxi),
-        filename=sql.Literal(taxi.csv_name(month_start)),
-        file_columns=sql.SQL(", ").join(file_columns),
         rows=ROWS_AT_PICKUPS,
         pickup=pickup,
+        written_now=_month_rows_written_now(taxi, month_start),
+    )
+
+
+def compute_missing_ids(
+    taxi: TaxiType, month_start: date, final_schema: str = "public"
+) -> sql.Composable:
+    """Set the ids of the month's just-copied rows that came without one: a staged month
+    holding a double beyond 2^53, whose text only Postgres itself prints
+    (``duckdb_ids.EXACT_DOUBLES_BELOW``). Rare, and then it costs a second write."""
+    return sql.SQL(
+        "update {final} as copied set unique_row_id = {id} "
+        "where {written_now} and copied.unique_row_id is null"
+    ).format(
+        final=final_table(taxi, final_schema),
+        id=unique_row_id(taxi),
+        written_now=_month_rows_written_now(taxi, month_start),
     )
 
 

@@ -1,0 +1,211 @@
+"""The staged month: a file with the zoomcamp ids, COPYed once into the final table.
+
+Staging computes the ids in DuckDB from Postgres's text forms of the values, so this feeds
+both engines the values where their printing differs (whole doubles, the 1e15 decade,
+signed zero, NaN and the infinities, fractional and odd timestamps) and a few thousand
+random doubles of every magnitude, loads them the platform's way and asks Postgres to
+recompute each id. Then the file's life: written beside the landed file, refused by the
+merge when it is cut short or gone, deleted once merged.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from datetime import date
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from taxi_platform.lib import staged_month
+from taxi_platform.lib.catalog import YELLOW
+from taxi_platform.lib.postgres_load import StagedFileDamaged, merge_month, stage_month
+from taxi_platform.lib.sql import postgres as statements
+
+JANUARY = date(2019, 1, 1)
+DESCRIBE = "yellow_tripdata_2019-01.csv (partition yellow 2019-01-01)"
+AWKWARD_DOUBLES = [
+    "1", "1.0", "0.86", ".20", "-12.50", "0", "-0", "-0.0", "1e15", "1.5e15", "-1.5e15",
+    "1234567890123456", "1000000000000000.1", "9007199254740991", "-9007199254740991",
+    "123456789012345.6", "99999999999999.9", "1e-5", "1.5e-05", "0.0001", "0.00012", "5e-324",
+    "123456.789e3", "NaN", "Infinity", "-Infinity", "",
+]  # fmt: skip
+AWKWARD_TIMESTAMPS = [
+    "2019-01-01 00:10:16", "2019-01-01 00:10:16.5", "2019-01-01 00:10:16.000120",
+    "2019-01-01T00:10:16", "2019-01-01 24:00:00", "2019-01-01", "2019-01-31 23:59:59.999999",
+    "",
+]  # fmt: skip
+
+
+def random_doubles(count: int, seed: int = 16) -> list[str]:
+    """Shortest round-trip text of doubles from 1e-8 to 2^53, as files might print them."""
+    rng = random.Random(seed)
+    values = [rng.uniform(-1, 1) * 10 ** rng.uniform(-8, 15.95) for _ in range(count)]
+    return [repr(value) for value in values] + [f"{value:.2f}" for value in values[:100]]
+
+
+def write_awkward_month(path: Path, doubles: list[str] | None = None) -> int:
+    doubles = AWKWARD_DOUBLES + random_doubles(3000) if doubles is None else doubles
+    header = [column.name for column in YELLOW.columns]
+    with open(path, "w", newline="") as csv_file:
+        writer = csv.writer(csv_file)
+        writer.writerow(header)
+        for number, fare in enumerate(doubles):
+            row = dict.fromkeys(header, "")
+            row.update(
+                VendorID=str(number % 3),
+                tpep_pickup_datetime=AWKWARD_TIMESTAMPS[number % len(AWKWARD_TIMESTAMPS)],
+                tpep_dropoff_datetime=AWKWARD_TIMESTAMPS[(number + 3) % len(AWKWARD_TIMESTAMPS)],
+                PULocationID=str(number % 265),
+                DOLocationID="" if number % 7 == 0 else str(number % 263),
+                fare_amount=fare,
+                trip_distance=doubles[-1 - number],
+            )
+            writer.writerow(row.values())
+    return len(doubles)
+
+
+def stage(url: str, csv_path: Path, force: bool = False) -> int:
+    sha256 = hashlib.sha256(csv_path.read_bytes()).hexdigest()
+    with psycopg.connect(url) as connection:
+        return stage_month(connection, YELLOW, JANUARY, csv_path, sha256, DESCRIBE, force=force)
+
+
+def merge(url: str, csv_path: Path):
+    with psycopg.connect(url) as connection:
+        return merge_month(connection, YELLOW, JANUARY, csv_path, DESCRIBE)
+
+
+def ids_postgres_disagrees_with(url: str) -> int:
+    """Rows of the final table whose id differs from Postgres's own md5 of the row."""
+    with psycopg.connect(url) as connection, connection.transaction():
+        for setting in statements.SESSION_SETTINGS:
+            connection.execute(setting)
+        return connection.execute(
+            sql.SQL(
+                "select count(*) from {final} where unique_row_id is distinct from {id}"
+            ).format(final=statements.final_table(YELLOW), id=statements.unique_row_id(YELLOW))
+        ).fetchone()[0]
+
+
+def final_rows(url: str) -> int:
+    with psycopg.connect(url) as connection:
+        return connection.execute("select count(*) from public.yellow_tripdata").fetchone()[0]
+
+
+def test_staged_ids_equal_postgres_ids_on_awkward_values(database_url: str, tmp_path: Path) -> None:
+    landed = tmp_path / YELLOW.csv_name(JANUARY)
+    rows = write_awkward_month(landed)
+    assert stage(database_url, landed).rows_staged == rows
+    assert staged_month.read(landed).ids == staged_month.IDS_IN_FILE
+    assert merge(database_url, landed).rows_inserted == rows
+    assert final_rows(database_url) == rows
+    assert ids_postgres_disagrees_with(database_url) == 0
+
+
+def test_a_changed_id_is_noticed(database_url: str, tmp_path: Path) -> None:
+    """The comparison itself can fail: one id altered after the load is counted."""
+    landed = tmp_path / YELLOW.csv_name(JANUARY)
+    write_awkward_month(landed)
+    stage(database_url, landed)
+    merge(database_url, landed)
+    with psycopg.connect(database_url) as connection:
+        connection.execute(
+            "update public.yellow_tripdata set unique_row_id = md5('x') "
+            "where ctid = (select min(ctid) from public.yellow_tripdata)"
+        )
+    assert ids_postgres_disagrees_with(database_url) == 1
+
+
+def test_a_double_beyond_two_to_the_53_leaves_the_ids_to_postgres(
+    database_url: str, tmp_path: Path
+) -> None:
+    landed = tmp_path / YELLOW.csv_name(JANUARY)
+    write_awkward_month(landed, doubles=["1.5", "5.152002306108486e+16", "7"])
+    stage(database_url, landed)
+    assert staged_month.read(landed).ids == staged_month.IDS_LEFT_TO_POSTGRES
+    assert merge(database_url, landed).rows_inserted == 3
+    assert ids_postgres_disagrees_with(database_url) == 0
+    with psycopg.connect(database_url) as connection:
+        assert (
+            connection.execute(
+                "select count(*) from public.yellow_tripdata where unique_row_id is null"
+            ).fetchone()[0]
+            == 0
+        )
+
+
+def test_staging_writes_a_file_and_the_merge_deletes_it(database_url: str, tmp_path: Path) -> None:
+    landed = tmp_path / YELLOW.csv_name(JANUARY)
+    rows = write_awkward_month(landed, doubles=["1", "2", "3"])
+    stage(database_url, landed)
+
+    staged_file = staged_month.staged_path(landed)
+    with open(staged_file, newline="") as staged_csv:
+        header, *staged_rows = list(csv.reader(staged_csv))
+    assert header[:2] == ["unique_row_id", "filename"]
+    assert header[2:] == [column.name for column in YELLOW.columns]
+    assert len(staged_rows) == rows
+    assert {row[1] for row in staged_rows} == {YELLOW.csv_name(JANUARY)}
+    sidecar = json.loads(staged_month.sidecar_path(landed).read_text())
+    assert sidecar["rows"] == rows and sidecar["bytes"] == staged_file.stat().st_size
+    assert final_rows(database_url) == 0, "staging writes no row of the final table"
+
+    merge(database_url, landed)
+    assert final_rows(database_url) == rows
+    assert not staged_file.exists() and not staged_month.sidecar_path(landed).exists()
+    assert merge(database_url, landed).already_loaded, "a second merge finds the ledger entry"
+
+
+@pytest.mark.parametrize("damage", ["cut_short", "deleted"])
+def test_a_damaged_staged_file_is_refused_and_staging_again_loads_it(
+    database_url: str, tmp_path: Path, damage: str
+) -> None:
+    landed = tmp_path / YELLOW.csv_name(JANUARY)
+    rows = write_awkward_month(landed)
+    stage(database_url, landed)
+    staged_file = staged_month.staged_path(landed)
+    if damage == "cut_short":
+        kept = staged_file.read_bytes()[: staged_file.stat().st_size // 2]
+        staged_file.write_bytes(kept[: kept.rindex(b"\n") + 1])
+    else:
+        staged_file.unlink()
+
+    with pytest.raises(StagedFileDamaged) as refused:
+        merge(database_url, landed)
+    message = str(refused.value)
+    assert DESCRIBE in message and staged_file.name in message
+    assert "nothing was merged" in message and "Stage the month again" in message
+    assert final_rows(database_url) == 0
+    with psycopg.connect(database_url) as connection:
+        assert connection.execute(statements.ledger_entry(YELLOW, JANUARY)).fetchone() is None
+
+    stage(database_url, landed)
+    assert merge(database_url, landed).rows_inserted == rows
+    assert ids_postgres_disagrees_with(database_url) == 0
+
+
+def test_a_file_giving_other_rows_than_staged_is_rolled_back_after_its_copy(
+    database_url: str, tmp_path: Path
+) -> None:
+    """COPY's own count is the last word: a file that gives a row less than staging wrote
+    (here its sidecar claims one more) is taken out again with everything of the month."""
+    landed = tmp_path / YELLOW.csv_name(JANUARY)
+    write_awkward_month(landed, doubles=["1", "2", "3", "4"])
+    stage(database_url, landed)
+    merge(database_url, landed)  # January's rows in the table
+    write_awkward_month(landed, doubles=["5", "6", "7"])
+    stage(database_url, landed)
+    sidecar = staged_month.sidecar_path(landed)
+    claims = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**claims, "rows": claims["rows"] + 1}))
+
+    with pytest.raises(StagedFileDamaged, match="it gave 3 rows where staging wrote 4"):
+        merge(database_url, landed)
+    assert final_rows(database_url) == 4
+    with psycopg.connect(database_url) as connection:
+        assert connection.execute(statements.ledger_entry(YELLOW, JANUARY)).fetchone()[2] == 4
