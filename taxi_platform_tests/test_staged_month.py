@@ -23,7 +23,13 @@ from psycopg import sql
 
 from taxi_platform.lib import staged_month
 from taxi_platform.lib.catalog import YELLOW
-from taxi_platform.lib.postgres_load import StagedFileDamaged, merge_month, stage_month
+from taxi_platform.lib.postgres_load import (
+    LoadError,
+    StagedFileDamaged,
+    merge_month,
+    stage_month,
+)
+from taxi_platform.lib.sql import duckdb_ids
 from taxi_platform.lib.sql import postgres as statements
 
 JANUARY = date(2019, 1, 1)
@@ -209,3 +215,22 @@ def test_a_file_giving_other_rows_than_staged_is_rolled_back_after_its_copy(
     assert final_rows(database_url) == 4
     with psycopg.connect(database_url) as connection:
         assert connection.execute(statements.ledger_entry(YELLOW, JANUARY)).fetchone()[2] == 4
+
+
+def test_a_pass_out_of_memory_fails_staging_instead_of_leaving_the_ids_to_postgres(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a value DuckDB cannot print as Postgres does sends the ids to Postgres; a pass
+    that runs out of memory fails the step, naming the month, and leaves no staged file."""
+    landed = tmp_path / YELLOW.csv_name(JANUARY)
+    write_awkward_month(landed)
+    starved = {"threads": 2, "memory_limit": "1MB", "preserve_insertion_order": False}
+    monkeypatch.setattr(duckdb_ids, "connection_config", lambda with_ids: starved)
+
+    with pytest.raises(LoadError) as failed:
+        stage(database_url, landed)
+    message = str(failed.value)
+    assert DESCRIBE in message and "staged file" in message and "Out of Memory" in message
+    assert staged_month.read(landed) is None
+    assert not staged_month.staged_path(landed).exists()
+    assert not list(tmp_path.glob(".*.writing*")), "no half-written file is left"

@@ -30,6 +30,10 @@ from taxi_platform.lib.sql import duckdb_ids
 # computes them, and Postgres's COPY names the line of a value it cannot parse either).
 IDS_IN_FILE = "in_file"
 IDS_LEFT_TO_POSTGRES = "left_to_postgres"
+# What makes the pass leave the ids to Postgres: a value that does not parse (a conversion
+# error) or one beyond exact doubles (``duckdb_ids.BEYOND_EXACT_DOUBLES``, raised by
+# ``error()``). Anything else (out of memory, a full disk) fails the staging step.
+VALUES_DUCKDB_CANNOT_PRINT_AS_POSTGRES = (duckdb.ConversionException, duckdb.InvalidInputException)
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ def stage_file(
     ids = IDS_IN_FILE
     try:
         rows = _copy_with_ids(taxi, month_start, csv_path, columns, partial, with_ids=True)
-    except duckdb.Error:
+    except VALUES_DUCKDB_CANNOT_PRINT_AS_POSTGRES:
         ids = IDS_LEFT_TO_POSTGRES
         try:
             rows = _copy_with_ids(taxi, month_start, csv_path, columns, partial, with_ids=False)
