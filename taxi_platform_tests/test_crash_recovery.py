@@ -36,7 +36,7 @@ from taxi_platform_tests.support.stack import (
     wait_for_staging_lock_wait,
     wait_until,
 )
-from taxi_platform_tests.test_postgres_etl import assets_of, final_count, load
+from taxi_platform_tests.test_postgres_etl import assets_of, final_count, load, merge_alone
 
 JANUARY, FEBRUARY, MARCH = date(2019, 1, 1), date(2019, 2, 1), date(2019, 3, 1)
 
@@ -128,13 +128,8 @@ def test_crash_between_staging_and_merge_never_records_the_month_as_merged(
 
     # The staged month is a file beside the landed one, not an unlogged table that crash
     # recovery empties: the merge alone loads every row of it.
-    merge_alone = dg.materialize(
-        assets_of(GREEN),
-        selection=["postgres/green_tripdata"],
-        partition_key=partition_key(JANUARY),
-        resources=resources,
-    )
-    assert metadata(merge_alone, "postgres/green_tripdata")["rows_inserted"] == 2000
+    merged = merge_alone(GREEN, JANUARY, resources)
+    assert metadata(merged, "postgres/green_tripdata")["rows_inserted"] == 2000
     assert final_count(own_database_url, GREEN) == 2000
     assert ledger_rows(own_database_url) == [("green_tripdata_2019-01.csv", 2000, 2000)]
 

@@ -63,6 +63,17 @@ def load(taxi: TaxiType, month: date, resources: dict, **kwargs) -> dg.ExecuteIn
     )
 
 
+def merge_alone(taxi: TaxiType, month: date, resources: dict) -> dg.ExecuteInProcessResult:
+    """The final asset alone, as the UI's "materialize selected" runs it: merges what is
+    staged, without landing or staging the month again."""
+    return dg.materialize(
+        assets_of(taxi),
+        selection=[f"postgres/{taxi.table}"],
+        partition_key=partition_key(month),
+        resources=resources,
+    )
+
+
 def final_count(database_url: str, taxi: TaxiType) -> int:
     with psycopg.connect(database_url) as connection:
         exists = connection.execute(
@@ -391,12 +402,7 @@ def test_database_going_away_during_the_copy_into_the_final_table_leaves_it_unch
     assert "green_tripdata_2019-02.csv (partition green 2019-02-01)" in message
     assert "the database went away during the merge" in message
     assert final_count(database_url, GREEN) == 1000
-    retry = dg.materialize(
-        assets_of(GREEN),
-        selection=["postgres/green_tripdata"],
-        partition_key=partition_key(FEBRUARY),
-        resources=resources,
-    )
+    retry = merge_alone(GREEN, FEBRUARY, resources)
     assert metadata(retry, "postgres/green_tripdata")["rows_inserted"] == 300_000
     assert final_count(database_url, GREEN) == 301_000
 
@@ -427,12 +433,7 @@ def test_database_going_away_during_merge_leaves_final_table_unchanged(
     assert "the database went away during the merge" in message
     assert final_count(database_url, GREEN) == 1000
     # The month stays staged and loads on the retry of the final asset alone.
-    retry = dg.materialize(
-        assets_of(GREEN),
-        selection=["postgres/green_tripdata"],
-        partition_key=partition_key(FEBRUARY),
-        resources=resources,
-    )
+    retry = merge_alone(GREEN, FEBRUARY, resources)
     assert metadata(retry, "postgres/green_tripdata")["rows_inserted"] == 2000
     assert final_count(database_url, GREEN) == 3000
 

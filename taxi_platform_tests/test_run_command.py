@@ -314,3 +314,25 @@ def hang_up_mid_request(port: int) -> None:
     # Linger 0: close() sends RST, the server's read fails with ConnectionResetError.
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client.close()
+
+
+def test_mirror_stops_on_sigterm_even_when_started_with_it_ignored(tmp_path: Path) -> None:
+    """A parent that ignores SIGTERM hands that on through exec (seen in CI: the mirror
+    outlived the 30 s the test above waits); the command installs its own handler."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "taxi-platform"), "mirror", "--folder", str(tmp_path), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN),
+    )
+    try:
+        assert process.stdout is not None
+        assert "Serving" in process.stdout.readline().decode()  # serving, handler installed
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) is not None
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -23,6 +23,7 @@ import email.utils
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 from http import HTTPStatus
@@ -234,6 +235,10 @@ def serve_forever(folder: Path, host: str = "127.0.0.1", port: int = 8000) -> No
     generated into it.
     """
     Path(folder).mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    # Stop on SIGTERM even when started with it ignored (a parent that ignores it passes
+    # that on through exec): without a handler of our own it would never stop.
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     with ReleaseMirror(folder, host=host, port=port) as mirror:
         print(f"Serving {mirror.folder} at {mirror.base_url}")
         published = mirror.published_paths()
@@ -249,7 +254,7 @@ def serve_forever(folder: Path, host: str = "127.0.0.1", port: int = 8000) -> No
             flush=True,
         )
         try:
-            threading.Event().wait()
+            stop.wait()
         except KeyboardInterrupt:
             pass
 
