@@ -234,3 +234,44 @@ def test_a_pass_out_of_memory_fails_staging_instead_of_leaving_the_ids_to_postgr
     assert staged_month.read(landed) is None
     assert not staged_month.staged_path(landed).exists()
     assert not list(tmp_path.glob(".*.writing*")), "no half-written file is left"
+
+
+def test_a_staged_month_left_by_a_kill_after_the_commit_is_not_merged_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The merge commits, then deletes the staged file: a kill in between leaves a staged
+    month that is in the table already. The next merge recognises it (same sha256, ledger
+    entry recorded after it was staged), writes no row, keeps the ledger's count and
+    deletes the leftover; a forced reload, staged after the entry, is merged."""
+    landed = tmp_path / YELLOW.csv_name(JANUARY)
+    rows = write_awkward_month(landed, doubles=["1", "2", "3", "4", "5"])
+    stage(database_url, landed)
+    leftovers = {
+        path: path.read_bytes()
+        for path in (staged_month.staged_path(landed), staged_month.sidecar_path(landed))
+    }
+    assert merge(database_url, landed).rows_inserted == rows
+    for path, content in leftovers.items():  # as if killed before the files were deleted
+        path.write_bytes(content)
+
+    def rows_written() -> int:
+        with psycopg.connect(database_url) as connection:
+            connection.execute("select pg_stat_force_next_flush()")
+            return connection.execute(
+                "select n_tup_ins from pg_stat_all_tables "
+                "where relid = 'public.yellow_tripdata'::regclass"
+            ).fetchone()[0]
+
+    written = rows_written()
+    again = merge(database_url, landed)
+    assert again.already_loaded and again.rows_inserted == 0
+    assert rows_written() == written, "no row was copied in again"
+    assert not any(path.exists() for path in leftovers)
+    with psycopg.connect(database_url) as connection:
+        assert connection.execute(statements.ledger_entry(YELLOW, JANUARY)).fetchone()[2] == rows
+
+    stage(database_url, landed, force=True)
+    forced = merge(database_url, landed)
+    assert not forced.already_loaded and forced.rows_inserted == 0
+    assert rows_written() == written + rows, "the forced reload copied the month"
+    assert final_rows(database_url) == rows

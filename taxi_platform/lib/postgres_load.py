@@ -8,7 +8,7 @@ cheap, and ``taxi_platform.lib.staged_month`` for the staged file.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
@@ -117,7 +117,10 @@ def stage_month(
             ).fetchone()
             if not force and entry is not None and entry[0] == sha256:
                 return StageResult(rows_staged=entry[1], already_loaded=True)
-            staged = _write_staged_file(taxi, month_start, csv_path, columns, sha256, describe)
+            staged_at = connection.execute(statements.database_clock()).fetchone()[0]
+            staged = _write_staged_file(
+                taxi, month_start, csv_path, columns, sha256, staged_at, describe
+            )
     except psycopg.Error as error:
         if went_away(error):
             raise database_went_away(describe, "staging", error) from error
@@ -131,10 +134,11 @@ def _write_staged_file(
     csv_path: Path,
     columns: tuple[Column, ...],
     sha256: str,
+    staged_at: datetime,
     describe: str,
 ) -> staged_month.StagedMonth:
     try:
-        return staged_month.stage_file(taxi, month_start, csv_path, columns, sha256)
+        return staged_month.stage_file(taxi, month_start, csv_path, columns, sha256, staged_at)
     except duckdb.Error as error:
         detail = (str(error).strip().splitlines() or ["no detail"])[0]
         raise LoadError(
@@ -184,14 +188,17 @@ def merge_month(
             for setting in statements.SESSION_SETTINGS:
                 connection.execute(setting)
             staged = staged_month.read(csv_path)
+            entry = connection.execute(
+                statements.ledger_entry(taxi, month_start, final_schema)
+            ).fetchone()
             if staged is None:
-                entry = connection.execute(
-                    statements.ledger_entry(taxi, month_start, final_schema)
-                ).fetchone()
                 return _merged_before(entry, describe)
-            merged = _merge_staged(
-                connection, taxi, month_start, csv_path, staged, describe, final_schema
-            )
+            if entry is not None and staged_month.merged_before(staged, entry[0], entry[3]):
+                merged = _merged_before(entry, describe)
+            else:
+                merged = _merge_staged(
+                    connection, taxi, month_start, csv_path, staged, describe, final_schema
+                )
     except LoadError:
         raise
     except psycopg.Error as error:

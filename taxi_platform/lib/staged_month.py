@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import duckdb
@@ -45,6 +45,9 @@ class StagedMonth:
     bytes: int
     ids: str
     columns: list[str]  # the landed file's columns, in its order
+    # When staging began, by the database's clock (ISO 8601): a ledger entry of the same
+    # file recorded after it means this staged month was merged already (``merged_before``).
+    staged_at: str = ""
 
     def file_columns(self, taxi: TaxiType) -> tuple[Column, ...]:
         return taxi.columns_of_header(tuple(self.columns))
@@ -60,7 +63,12 @@ def sidecar_path(csv_path: Path) -> Path:
 
 
 def stage_file(
-    taxi: TaxiType, month_start: date, csv_path: Path, columns: tuple[Column, ...], sha256: str
+    taxi: TaxiType,
+    month_start: date,
+    csv_path: Path,
+    columns: tuple[Column, ...],
+    sha256: str,
+    staged_at: datetime,
 ) -> StagedMonth:
     """Write the month's staged file and then its sidecar; any earlier one goes first.
 
@@ -93,6 +101,7 @@ def stage_file(
         bytes=target.stat().st_size,
         ids=ids,
         columns=[column.name for column in columns],
+        staged_at=staged_at.isoformat(),
     )
     sidecar_partial = partial.with_name(partial.name + ".json")
     sidecar_partial.write_text(json.dumps(asdict(staged)))
@@ -128,6 +137,17 @@ def read(csv_path: Path) -> StagedMonth | None:
         return None
     except (ValueError, TypeError):
         return StagedMonth(sha256="", rows=-1, bytes=-1, ids="", columns=[])
+
+
+def merged_before(staged: StagedMonth, ledger_sha256: str, loaded_at: datetime) -> bool:
+    """True when the ledger recorded this very staging of the file: same sha256, loaded
+    after it was staged. The merge commits before it deletes the staged file, so a kill
+    between the two leaves a staged month that is already in the table; merging it again
+    would copy every row, take each out again and record 0 rows inserted. A forced reload
+    stages the file anew, after the ledger entry, and is merged."""
+    if not staged.staged_at or staged.sha256 != ledger_sha256:
+        return False
+    return loaded_at > datetime.fromisoformat(staged.staged_at)
 
 
 def damage(csv_path: Path, staged: StagedMonth) -> str | None:

@@ -313,14 +313,21 @@ def summarize_filename_index(taxi: TaxiType, final_schema: str = "public") -> sq
 
 
 def ledger_entry(taxi: TaxiType, month_start: date, final_schema: str = "public") -> sql.Composable:
+    """The month's ledger row: sha256, rows_staged, rows_inserted, loaded_at."""
     return sql.SQL(
-        "select sha256, rows_staged, rows_inserted from {ledger} "
+        "select sha256, rows_staged, rows_inserted, loaded_at from {ledger} "
         "where table_name = {table} and filename = {filename}"
     ).format(
         ledger=LEDGER_TABLE,
         table=sql.Literal(f"{final_schema}.{taxi.table}"),
         filename=sql.Literal(taxi.csv_name(month_start)),
     )
+
+
+def database_clock() -> sql.Composable:
+    """The server's time: what a staged month's ``staged_at`` and the ledger's
+    ``loaded_at`` are both read from, so that they compare without clock skew."""
+    return sql.SQL("select clock_timestamp()")
 
 
 def record_load(taxi: TaxiType, month_start: date, final_schema: str = "public") -> sql.Composable:
