@@ -260,7 +260,7 @@ def _merge_staged(
         connection.execute(statements.compute_missing_ids(taxi, month_start, final_schema))
     met_again = 0
     if final_bytes:
-        met_again = _delete_rows_met_again(connection, taxi, month_start, final_schema)
+        met_again = _delete_rows_met_again(connection, taxi, month_start, month_range, final_schema)
     inserted = copied - met_again
     _summarize_filename_index(connection, taxi, final_schema)
     connection.execute(
@@ -288,11 +288,15 @@ def _copy_staged_file(
 
 
 def _delete_rows_met_again(
-    connection: psycopg.Connection, taxi: TaxiType, month_start: date, final_schema: str
+    connection: psycopg.Connection,
+    taxi: TaxiType,
+    month_start: date,
+    month_range: dict[str, date],
+    final_schema: str,
 ) -> int:
     """Remove the copied rows whose id an earlier row holds (see
-    ``statements.delete_rows_met_again``), under the table lock the merge holds; how many."""
-    month_range = {"month_start": month_start, "month_end": next_month(month_start)}
+    ``statements.delete_rows_met_again``), under the table lock the merge holds; how many.
+    Runs after ``COPIED_ROWS_PLAN_SETTINGS`` are set, and adds the join's own."""
     connection.execute(
         statements.add_rows_at_out_of_month_pickups(taxi, month_start, final_schema),
         month_range,

@@ -61,9 +61,9 @@ ID_LOOKUP_PLAN_SETTINGS = (
 COPIED_ROWS_PLAN_SETTINGS = (sql.SQL("set local enable_seqscan to off"),)
 
 # The removal of rows met again: one hash join of the copied rows against the rows at the
-# month's pickups. A nested loop would scan the candidates once per copied row.
+# month's pickups. A nested loop would scan the candidates once per copied row. Set on top
+# of ``COPIED_ROWS_PLAN_SETTINGS``, which the merge has set already.
 MERGE_PLAN_SETTINGS = (
-    *COPIED_ROWS_PLAN_SETTINGS,
     sql.SQL("set local enable_nestloop to off"),
     sql.SQL("set local enable_mergejoin to off"),
 )
