@@ -39,7 +39,7 @@ from bench.memory import tree_memory_bytes
 from bench.ours_run import DATABASE_URL_VARIABLE
 from taxi_platform.lib.asset_keys import PARTITION_ROW_COUNT
 from taxi_platform.lib.catalog import TaxiType
-from taxi_platform.lib.postgres_load import COPY_CHUNK_BYTES, merge_month, stage_month
+from taxi_platform.lib.postgres_load import copy_file, merge_month, stage_month
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 FLOOR_SCHEMA = "bench_floor"
@@ -64,16 +64,6 @@ class Timing:
         started = time.perf_counter()
         yield
         self.steps[name] = self.steps.get(name, 0.0) + time.perf_counter() - started
-
-
-def copy_file(cursor: psycopg.Cursor, statement: sql.Composable, csv_path: Path) -> int:
-    # The same client-side streaming our staging COPY uses, so the contenders differ only
-    # in their SQL.
-    with cursor.copy(statement) as copy:
-        with open(csv_path, "rb") as csv_file:
-            while chunk := csv_file.read(COPY_CHUNK_BYTES):
-                copy.write(chunk)
-    return cursor.rowcount
 
 
 def checkpoint(url: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import psycopg
+from psycopg import sql
 
 from taxi_platform.lib import staged_month
 from taxi_platform.lib.catalog import Column, TaxiType
@@ -280,11 +281,18 @@ def _copy_staged_file(
     """Stream the staged file into the final table; the rows COPY read."""
     statement = statements.copy_into_final(taxi, staged.file_columns(taxi), final_schema)
     with connection.cursor() as cursor:
-        with cursor.copy(statement) as copy:
-            with open(staged_month.staged_path(csv_path), "rb") as staged_file:
-                while chunk := staged_file.read(COPY_CHUNK_BYTES):
-                    copy.write(chunk)
-        return cursor.rowcount
+        return copy_file(cursor, statement, staged_month.staged_path(csv_path))
+
+
+def copy_file(cursor: psycopg.Cursor, statement: sql.Composable, path: Path) -> int:
+    """Stream a CSV file into ``COPY ... FROM STDIN`` in 1 MiB chunks, never holding it
+    whole; the rows COPY read. The benchmark's contenders stream the same way, so that
+    they differ only in their SQL."""
+    with cursor.copy(statement) as copy:
+        with open(path, "rb") as csv_file:
+            while chunk := csv_file.read(COPY_CHUNK_BYTES):
+                copy.write(chunk)
+    return cursor.rowcount
 
 
 def _delete_rows_met_again(
