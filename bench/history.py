@@ -72,6 +72,7 @@ class HistoryOptions:
     overlap: bool = False
     work_dir: Path | None = None
     keep_work: bool = False
+    keep_databases: bool = False
     command: str = ""
     log: Callable[[str], None] = field(default=print)
 
@@ -126,8 +127,14 @@ def _measure(
         if options.with_zoomcamp and not results.get("interrupted"):
             results["zoomcamp"] = _zoomcamp_pass(options, server, work)
     finally:
-        drop_database(server, TAXI_DATABASE)
-        drop_database(server, DAGSTER_DATABASE)
+        if options.keep_databases:
+            log(
+                f"kept databases {TAXI_DATABASE} and {DAGSTER_DATABASE} in {server.data_dir} "
+                f"(password in {server.password_file})"
+            )
+        else:
+            drop_database(server, TAXI_DATABASE)
+            drop_database(server, DAGSTER_DATABASE)
     results["status"] = "interrupted" if results.get("interrupted") else "finished"
     results["machine"]["load_average_at_end"] = os.getloadavg()
     history_report.summarize(results)
@@ -300,7 +307,15 @@ def parse_args(argv: list[str] | None = None) -> HistoryOptions:
         help="keep the server, generated months and logs here (reused by a later run); "
         "default a temporary folder under /tmp, removed at the end",
     )
+    parser.add_argument(
+        "--keep-databases",
+        action="store_true",
+        help="leave the loaded tables and Dagster's storage on the server (with --work-dir, "
+        "to EXPLAIN statements on full-size tables afterwards); default: dropped at the end",
+    )
     args = parser.parse_args(argv)
+    if args.keep_databases and args.work_dir is None:
+        parser.error("--keep-databases needs --work-dir (the server is removed otherwise)")
     if args.scale <= 0 or args.zoomcamp_scale <= 0:
         parser.error("--scale and --zoomcamp-scale must be positive")
     first, last = parse_month(args.first), parse_month(args.last)
@@ -316,6 +331,7 @@ def parse_args(argv: list[str] | None = None) -> HistoryOptions:
         zoomcamp_scale=args.zoomcamp_scale,
         overlap=args.overlap,
         work_dir=args.work_dir,
+        keep_databases=args.keep_databases,
         command=" ".join(
             [".venv/bin/python -m bench.history", *(shlex.quote(a) for a in (argv or sys.argv[1:]))]
         ),

@@ -11,9 +11,10 @@ import json
 from datetime import date
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from bench.history import HistoryOptions, run_history
+from bench.history import TAXI_DATABASE, HistoryOptions, run_history
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 
 # About 3,000 rows a month (green 2019-01 has 672,105).
@@ -33,6 +34,7 @@ def tiny_history(postgres_server: EmbeddedPostgres, scratch_root: Path) -> tuple
         with_zoomcamp=True,
         zoomcamp_scale=TINY_SCALE,
         work_dir=scratch_root / "history_work",
+        keep_databases=True,
         command="test_bench_history_smoke",
         log=lambda line: None,
     )
@@ -60,6 +62,16 @@ def test_history_final_count_is_the_sum_of_the_months(tiny_history) -> None:
     assert saved["table_rows"] == {"green": total}
     assert saved["table_bytes"]["green"] > 0
     assert saved["dagster_storage_bytes"] > 0
+
+
+def test_history_keeps_its_databases_for_a_look_at_the_plans(
+    tiny_history, postgres_server: EmbeddedPostgres
+) -> None:
+    _, saved = tiny_history
+    with psycopg.connect(postgres_server.url(TAXI_DATABASE)) as connection:
+        kept = connection.execute("select count(*) from green_tripdata").fetchone()[0]
+
+    assert kept == saved["total_rows"] > 0
 
 
 def test_history_rows_before_each_month_are_the_months_merged_before_it(tiny_history) -> None:

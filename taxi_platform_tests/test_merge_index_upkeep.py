@@ -14,10 +14,12 @@ from datetime import date
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from taxi_platform.lib.catalog import GREEN
 from taxi_platform.lib.postgres_load import merge_month, stage_month
 from taxi_platform.lib.sql import checks
+from taxi_platform.lib.sql.postgres import MONTH_ROWS_PLAN_SETTINGS
 from taxi_platform.tools.generate import write_month
 
 ROWS = 20_000
@@ -48,16 +50,18 @@ def test_merge_leaves_no_filename_range_unsummarized(database_url: str, tmp_path
         left_over = connection.execute(
             "select brin_summarize_new_values('public.green_tripdata_filename_brin'::regclass)"
         ).fetchone()[0]
-        # At the history's size the planner takes the BRIN; on this small table, made to.
-        connection.execute("set enable_seqscan to off")
-        plan = connection.execute(
-            "explain (analyze, format json) " + checks.month_summary(GREEN).as_string(connection),
-            {
-                "filename": GREEN.csv_name(date(2019, 1, 1)),
-                "month_start": date(2019, 1, 1),
-                "month_end": date(2019, 2, 1),
-            },
-        ).fetchone()[0]
+        with connection.transaction():
+            # The checks' settings: left alone, the planner reads the whole table instead.
+            for setting in MONTH_ROWS_PLAN_SETTINGS:
+                connection.execute(setting)
+            plan = connection.execute(
+                sql.SQL("explain (analyze, format json) ") + checks.month_summary(GREEN),
+                {
+                    "filename": GREEN.csv_name(date(2019, 1, 1)),
+                    "month_start": date(2019, 1, 1),
+                    "month_end": date(2019, 2, 1),
+                },
+            ).fetchone()[0]
 
     assert left_over == 0
     # The January lookup reads January's pages: the rows it discards are those sharing its

@@ -255,7 +255,7 @@ def _merge_staged(
         raise _staged_file_damaged(
             describe, f"it gave {copied:,} rows where staging wrote {staged.rows:,}"
         )
-    for setting in statements.COPIED_ROWS_PLAN_SETTINGS:
+    for setting in statements.MONTH_ROWS_PLAN_SETTINGS:
         connection.execute(setting)
     if staged.ids == staged_month.IDS_LEFT_TO_POSTGRES:
         connection.execute(statements.compute_missing_ids(taxi, month_start, final_schema))
@@ -304,7 +304,7 @@ def _delete_rows_met_again(
 ) -> int:
     """Remove the copied rows whose id an earlier row holds (see
     ``statements.delete_rows_met_again``), under the table lock the merge holds; how many.
-    Runs after ``COPIED_ROWS_PLAN_SETTINGS`` are set, and adds the join's own."""
+    Runs after ``MONTH_ROWS_PLAN_SETTINGS`` are set, and adds the join's own."""
     connection.execute(
         statements.add_rows_at_out_of_month_pickups(taxi, month_start, final_schema),
         month_range,

@@ -28,7 +28,7 @@ from taxi_platform.lib.landing import header_difference, parse_header
 from taxi_platform.lib.months import month_start, next_month
 from taxi_platform.lib.recorded_metadata import recorded_metadata
 from taxi_platform.lib.sql import checks as statements
-from taxi_platform.lib.sql.postgres import ID_LOOKUP_PLAN_SETTINGS
+from taxi_platform.lib.sql.postgres import ID_LOOKUP_PLAN_SETTINGS, MONTH_ROWS_PLAN_SETTINGS
 from taxi_platform.resources import LandingArea, PostgresResource
 from taxi_platform.resources.check_thresholds import CheckThresholds
 
@@ -142,9 +142,13 @@ def build_postgres_table_checks(taxi: TaxiType) -> dg.AssetChecksDefinition:
                     )
                 return
             month_rows = MonthRows(taxi, connection, postgres.final_schema, month)
-            summary = month_rows.summary()
+            with connection.transaction():
+                month_rows.apply(MONTH_ROWS_PLAN_SETTINGS)
+                summary = month_rows.summary()
+                month_rows.apply(ID_LOOKUP_PLAN_SETTINGS)
+                shared = month_rows.ids_shared_with_other_files()
             yield _ids_not_null(month_rows, summary)
-            yield _no_id_inserted_twice(month_rows, summary)
+            yield _no_id_inserted_twice(month_rows, summary, shared)
             yield _pickups_outside_month(
                 month_rows, summary, check_thresholds.outside_month_warn_share
             )
@@ -182,15 +186,25 @@ class MonthRows:
             statement, {"filename": self.filename, **parameters}
         ).fetchone()
 
+    @property
+    def month_range(self) -> dict[str, date]:
+        return {"month_start": self.month, "month_end": next_month(self.month)}
+
+    def apply(self, settings: tuple[sql.Composable, ...]) -> None:
+        """Planner settings for the rest of the checks' transaction (``set local``)."""
+        for setting in settings:
+            self.connection.execute(setting)
+
     def summary(self) -> MonthSummary:
         """The month's counts, read in one pass (``month_summary``)."""
         return MonthSummary(
-            *self.fetch(
-                statements.month_summary(self.taxi, self.schema),
-                month_start=self.month,
-                month_end=next_month(self.month),
-            )
+            *self.fetch(statements.month_summary(self.taxi, self.schema), **self.month_range)
         )
+
+    def ids_shared_with_other_files(self) -> int:
+        """See ``statements.ids_shared_with_other_files``."""
+        statement = statements.ids_shared_with_other_files(self.taxi, self.schema)
+        return self.fetch(statement, **self.month_range)[0]
 
     def result(self, name: str, passed: bool, **kwargs) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(
@@ -212,7 +226,9 @@ def _ids_not_null(rows: MonthRows, summary: MonthSummary) -> dg.AssetCheckResult
     )
 
 
-def _no_id_inserted_twice(rows: MonthRows, summary: MonthSummary) -> dg.AssetCheckResult:
+def _no_id_inserted_twice(
+    rows: MonthRows, summary: MonthSummary, shared: int
+) -> dg.AssetCheckResult:
     """What "no duplicates" can mean when duplicates inside one file are kept (DESIGN:
     the totals must equal the CSV row counts): the merge inserts a row only if its id
     is not in the table yet, so an id of this month's rows must not appear under any
@@ -221,10 +237,6 @@ def _no_id_inserted_twice(rows: MonthRows, summary: MonthSummary) -> dg.AssetChe
     Repeats *within* the month's rows are the file's own duplicates, reported as
     metadata (``rows_in_file_duplicates``), not a failure.
     """
-    with rows.connection.transaction():
-        for setting in ID_LOOKUP_PLAN_SETTINGS:
-            rows.connection.execute(setting)
-        (shared,) = rows.fetch(statements.ids_shared_with_other_files(rows.taxi, rows.schema))
     return rows.result(
         "no_id_inserted_twice",
         shared == 0,

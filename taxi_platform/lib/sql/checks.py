@@ -40,15 +40,33 @@ def ids_shared_with_other_files(taxi: TaxiType, final_schema: str = "public") ->
 
     The merge inserts only ids the table does not hold yet, so a correct load leaves none;
     an id found under two names means two merges inserted it (e.g. two concurrent merges
-    of overlapping months, each blind to the other). Equal ids have equal pickups, so each
-    lookup goes through the pickup index.
+    of overlapping months, each blind to the other).
+
+    Equal ids have equal pickups, so only the other files' rows at the month's pickups can
+    share one, as in the merge (``postgres.collect_rows_at_month_pickups``): those inside
+    the month (a range of the pickup btree), those at the exact pickups of the month's few
+    out-of-month rows, and those without a pickup. Each of them, usually a handful, is
+    looked up among the month's rows through the pickup index. Probing the index once per
+    row of the month instead cost 28-45 s for a 7M-row month (``bench.history``), and
+    finding the month's rows without the BRIN read the whole table.
+    Parameters: ``filename``, ``month_start``, ``month_end``.
     """
     pickup = pickup_identifier(taxi)
+    final = final_table(taxi, final_schema)
     return sql.SQL(
-        "select count(distinct month.unique_row_id) from {final} as month "
-        "where month.filename = %(filename)s and exists ("
-        "select 1 from {final} as other where other.unique_row_id = month.unique_row_id "
-        "and (other.{pickup} = month.{pickup} "
-        "or (other.{pickup} is null and month.{pickup} is null)) "
-        "and other.filename is distinct from month.filename)"
-    ).format(final=final_table(taxi, final_schema), pickup=pickup)
+        "select count(distinct other.unique_row_id) from ("
+        "select unique_row_id, {pickup} as pickup from {final} "
+        "where {pickup} >= %(month_start)s and {pickup} < %(month_end)s "
+        "and filename is distinct from %(filename)s "
+        "union all select at_edge.unique_row_id, at_edge.{pickup} from ("
+        "select distinct {pickup} as pickup from {final} where filename = %(filename)s "
+        "and ({pickup} < %(month_start)s or {pickup} >= %(month_end)s)) as edge "
+        "cross join lateral (select unique_row_id, {pickup} from {final} "
+        "where {pickup} = edge.pickup and filename is distinct from %(filename)s) as at_edge "
+        "union all select unique_row_id, null from {final} "
+        "where {pickup} is null and filename is distinct from %(filename)s"
+        ") as other where exists (select 1 from {final} as month "
+        "where month.filename = %(filename)s and month.unique_row_id = other.unique_row_id "
+        "and (month.{pickup} = other.pickup "
+        "or (month.{pickup} is null and other.pickup is null)))"
+    ).format(final=final, pickup=pickup)

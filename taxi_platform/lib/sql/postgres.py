@@ -46,23 +46,24 @@ SESSION_SETTINGS = (
     sql.SQL("set local extra_float_digits to 1"),
 )
 
-# The duplicate check's id lookup should probe the pickup index once per row of the
-# month, a cost that grows with the month, never with the table's history. Left alone, the
-# planner hashes the whole final table instead, and the hash only grows as months
-# accumulate.
+# A month's rows are found through the ``filename`` BRIN (their pages), never by reading
+# the whole table: statistics know nothing of a month just merged, and left alone the
+# planner reads the whole table for them (``bench.history``: a parallel seq scan in every
+# month's checks, a cost that grows with the table's history). The merge and the checks.
+MONTH_ROWS_PLAN_SETTINGS = (sql.SQL("set local enable_seqscan to off"),)
+
+# The duplicate check looks each of the other files' rows at the month's pickups up
+# among the month's rows through the pickup index: a few probes. Left alone, the planner
+# hashes the month's rows instead (its estimate of the other rows is the month's size).
+# Set on top of ``MONTH_ROWS_PLAN_SETTINGS``.
 ID_LOOKUP_PLAN_SETTINGS = (
     sql.SQL("set local enable_hashjoin to off"),
     sql.SQL("set local enable_mergejoin to off"),
 )
 
-# The merge finds the month's just-copied rows through the ``filename`` BRIN (their pages),
-# never by reading the whole table: stale statistics know nothing of the month yet, and
-# left alone the planner may scan the table, a cost that grows with its history.
-COPIED_ROWS_PLAN_SETTINGS = (sql.SQL("set local enable_seqscan to off"),)
-
 # The removal of rows met again: one hash join of the copied rows against the rows at the
 # month's pickups. A nested loop would scan the candidates once per copied row. Set on top
-# of ``COPIED_ROWS_PLAN_SETTINGS``, which the merge has set already.
+# of ``MONTH_ROWS_PLAN_SETTINGS``, which the merge has set already.
 MERGE_PLAN_SETTINGS = (
     sql.SQL("set local enable_nestloop to off"),
     sql.SQL("set local enable_mergejoin to off"),

@@ -1,0 +1,132 @@
+"""The final table's check statements find what a plain scan would, at a month's cost.
+
+``ids_shared_with_other_files`` looks only at the other files' rows at the month's pickups
+(inside the month, at its out-of-month rows' exact pickups, without a pickup); an id shared
+through any of the three must be counted, as the brute-force statement counts it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+from datetime import date
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from taxi_platform.lib.catalog import GREEN
+from taxi_platform.lib.postgres_load import merge_month, stage_month
+from taxi_platform.lib.sql import checks
+from taxi_platform.lib.sql.postgres import ID_LOOKUP_PLAN_SETTINGS, MONTH_ROWS_PLAN_SETTINGS
+from taxi_platform.tools.generate import write_month
+
+ROWS = 5_000
+MARCH, APRIL = date(2019, 3, 1), date(2019, 4, 1)
+PARAMETERS = {"filename": GREEN.csv_name(MARCH), "month_start": MARCH, "month_end": APRIL}
+COLUMNS = (
+    "vendorid, lpep_pickup_datetime, lpep_dropoff_datetime, store_and_fwd_flag, ratecodeid, "
+    "pulocationid, dolocationid, passenger_count, trip_distance, fare_amount, extra, mta_tax, "
+    "tip_amount, tolls_amount, ehail_fee, improvement_surcharge, total_amount, payment_type, "
+    "trip_type, congestion_surcharge"
+)
+# The statement the check ran before: every row of the month probes the whole table.
+BRUTE_FORCE = (
+    "select count(distinct month.unique_row_id) from green_tripdata as month "
+    "where month.filename = %(filename)s and exists (select 1 from green_tripdata as other "
+    "where other.unique_row_id = month.unique_row_id and other.lpep_pickup_datetime is not "
+    "distinct from month.lpep_pickup_datetime "
+    "and other.filename is distinct from month.filename)"
+)
+
+
+def load_march(url: str, folder: Path) -> None:
+    gz_path = write_month(GREEN, MARCH, ROWS, folder / "mirror", seed=11)
+    csv_path = folder / GREEN.csv_name(MARCH)
+    with gzip.open(gz_path, "rb") as source, open(csv_path, "wb") as target:
+        shutil.copyfileobj(source, target)
+    sha256 = hashlib.sha256(csv_path.read_bytes()).hexdigest()
+    with psycopg.connect(url) as connection:
+        stage_month(connection, GREEN, MARCH, csv_path, sha256, "test")
+    with psycopg.connect(url) as connection:
+        merge_month(connection, GREEN, MARCH, csv_path, "test")
+
+
+def copy_as_april(connection: psycopg.Connection, which_rows: str) -> int:
+    """What a merge blind to the table would do: insert March rows again under April's name."""
+    return connection.execute(
+        f"insert into green_tripdata select unique_row_id, 'green_tripdata_2019-04.csv', "
+        f"{COLUMNS} from green_tripdata where filename = %(filename)s and {which_rows}",
+        PARAMETERS,
+    ).rowcount
+
+
+def shared_ids(connection: psycopg.Connection) -> int:
+    with connection.transaction():
+        for setting in (*MONTH_ROWS_PLAN_SETTINGS, *ID_LOOKUP_PLAN_SETTINGS):
+            connection.execute(setting)
+        return connection.execute(checks.ids_shared_with_other_files(GREEN), PARAMETERS).fetchone()[
+            0
+        ]
+
+
+def test_ids_shared_inside_outside_and_without_pickup_are_all_counted(
+    database_url: str, tmp_path: Path
+) -> None:
+    load_march(database_url, tmp_path)
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        assert shared_ids(connection) == 0
+        # A row of March without a pickup time, the id Postgres would give it.
+        connection.execute(
+            f"insert into green_tripdata (unique_row_id, filename, {COLUMNS}) "
+            f"select 'no-pickup-id', filename, vendorid, null, {COLUMNS.split(', ', 2)[2]} "
+            "from green_tripdata where filename = %(filename)s limit 1",
+            PARAMETERS,
+        )
+        copied = copy_as_april(
+            connection,
+            "unique_row_id in (select unique_row_id from green_tripdata "
+            "where filename = %(filename)s and lpep_pickup_datetime >= %(month_start)s "
+            "and lpep_pickup_datetime < %(month_end)s limit 2)",
+        )
+        copied += copy_as_april(
+            connection,
+            "unique_row_id = (select unique_row_id from green_tripdata "
+            "where filename = %(filename)s and lpep_pickup_datetime < '2010-01-01' limit 1)",
+        )
+        copied += copy_as_april(connection, "lpep_pickup_datetime is null")
+        assert copied == 4
+
+        assert shared_ids(connection) == connection.execute(BRUTE_FORCE, PARAMETERS).fetchone()[0]
+        assert shared_ids(connection) == 4
+
+
+def test_the_month_is_probed_once_per_other_row_not_once_per_month_row(
+    database_url: str, tmp_path: Path
+) -> None:
+    load_march(database_url, tmp_path)
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        copy_as_april(connection, "lpep_pickup_datetime < %(month_start)s")
+        others = connection.execute(
+            "select count(*) from green_tripdata where filename <> %(filename)s", PARAMETERS
+        ).fetchone()[0]
+        with connection.transaction():
+            for setting in (*MONTH_ROWS_PLAN_SETTINGS, *ID_LOOKUP_PLAN_SETTINGS):
+                connection.execute(setting)
+            statement = checks.ids_shared_with_other_files(GREEN)
+            explain = sql.SQL("explain (analyze, format json) ") + statement
+            plan = connection.execute(explain, PARAMETERS).fetchone()[0][0]["Plan"]
+
+    assert 0 < others < ROWS / 100
+    nodes = list(_nodes(plan))
+    assert not [node for node in nodes if node["Node Type"] == "Seq Scan"]
+    semi_join = next(node for node in nodes if node.get("Join Type") == "Semi")
+    month_probe = semi_join["Plans"][1]
+    assert month_probe["Actual Loops"] == others
+
+
+def _nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
