@@ -28,7 +28,7 @@ from taxi_platform.lib.landing import header_difference, parse_header
 from taxi_platform.lib.months import month_start, next_month
 from taxi_platform.lib.recorded_metadata import recorded_metadata
 from taxi_platform.lib.sql import checks as statements
-from taxi_platform.lib.sql.postgres import ID_LOOKUP_PLAN_SETTINGS, MONTH_ROWS_PLAN_SETTINGS
+from taxi_platform.lib.sql.postgres import MONTH_ROWS_PLAN_SETTINGS
 from taxi_platform.resources import LandingArea, PostgresResource
 from taxi_platform.resources.check_thresholds import CheckThresholds
 
@@ -145,7 +145,6 @@ def build_postgres_table_checks(taxi: TaxiType) -> dg.AssetChecksDefinition:
             with connection.transaction():
                 month_rows.apply(MONTH_ROWS_PLAN_SETTINGS)
                 summary = month_rows.summary()
-                month_rows.apply(ID_LOOKUP_PLAN_SETTINGS)
                 shared = month_rows.ids_shared_with_other_files()
             yield _ids_not_null(month_rows, summary)
             yield _no_id_inserted_twice(month_rows, summary, shared)

@@ -49,6 +49,11 @@ def ids_shared_with_other_files(taxi: TaxiType, final_schema: str = "public") ->
     looked up among the month's rows through the pickup index. Probing the index once per
     row of the month instead cost 28-45 s for a 7M-row month (``bench.history``), and
     finding the month's rows without the BRIN read the whole table.
+
+    The lookups are ``lateral`` so that the plan does not depend on statistics: the merges
+    keep autovacuum from finishing an ``analyze`` of a growing table (each merge's BRIN
+    summary cancels it), and with default estimates the planner scanned the whole month
+    once per other row.
     Parameters: ``filename``, ``month_start``, ``month_end``.
     """
     pickup = pickup_identifier(taxi)
@@ -65,8 +70,8 @@ def ids_shared_with_other_files(taxi: TaxiType, final_schema: str = "public") ->
         "where {pickup} = edge.pickup and filename is distinct from %(filename)s) as at_edge "
         "union all select unique_row_id, null from {final} "
         "where {pickup} is null and filename is distinct from %(filename)s"
-        ") as other where exists (select 1 from {final} as month "
+        ") as other cross join lateral (select 1 from {final} as month "
         "where month.filename = %(filename)s and month.unique_row_id = other.unique_row_id "
         "and (month.{pickup} = other.pickup "
-        "or (month.{pickup} is null and other.pickup is null)))"
+        "or (month.{pickup} is null and other.pickup is null)) limit 1) as in_month"
     ).format(final=final, pickup=pickup)

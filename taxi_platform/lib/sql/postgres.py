@@ -52,15 +52,6 @@ SESSION_SETTINGS = (
 # month's checks, a cost that grows with the table's history). The merge and the checks.
 MONTH_ROWS_PLAN_SETTINGS = (sql.SQL("set local enable_seqscan to off"),)
 
-# The duplicate check looks each of the other files' rows at the month's pickups up
-# among the month's rows through the pickup index: a few probes. Left alone, the planner
-# hashes the month's rows instead (its estimate of the other rows is the month's size).
-# Set on top of ``MONTH_ROWS_PLAN_SETTINGS``.
-ID_LOOKUP_PLAN_SETTINGS = (
-    sql.SQL("set local enable_hashjoin to off"),
-    sql.SQL("set local enable_mergejoin to off"),
-)
-
 # The removal of rows met again: one hash join of the copied rows against the rows at the
 # month's pickups. A nested loop would scan the candidates once per copied row. Set on top
 # of ``MONTH_ROWS_PLAN_SETTINGS``, which the merge has set already.
