@@ -200,7 +200,7 @@ def _load_through_platform(
     with history_stack(stack_root, taxi_url, dagster_url, work / "mirror") as stack:
         landing = Path(stack.env["TAXI_HOME"]) / "landing"
         with Sampler(code_server_pid(stack), landing) as sampler:
-            watch = BackfillWatch(stack, sampler.peak_rss_by_pid, options.log)
+            watch = BackfillWatch(stack, sampler.peaks, options.log)
 
             def progress(runs: list[MonthRun]) -> None:
                 results["months"] = [run.as_json() for run in runs]

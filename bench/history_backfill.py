@@ -16,9 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.history_runs import MonthRun, fill_rows_before, month_run
+from bench.history_sampler import ProcessPeaks
 from taxi_platform.lib.catalog import TaxiType, taxi_type
 from taxi_platform.tools.backfill import FINISHED_RUN, WebserverClient, backfill_state
 from taxi_platform_tests.support.stack import BIN_DIR, DagsterStack
+
+# A run's process starts before the run's STARTED event, by at most the daemon's
+# start_timeout_seconds (dagster.yaml).
+PROCESS_START_SLACK_SECONDS = 180
 
 _LAUNCHED = re.compile(r"^launched backfill (\S+): (\S+) ")
 
@@ -28,7 +33,7 @@ class BackfillWatch:
     """The backfill command's process and what has been learnt from it so far."""
 
     stack: DagsterStack
-    peak_rss_by_pid: dict[int, int]
+    peaks: ProcessPeaks
     log: Callable[[str], None]
     backfills: dict[str, TaxiType] = field(default_factory=dict)  # backfill id -> taxi
     finished_runs: dict[str, MonthRun] = field(default_factory=dict)  # run id -> run
@@ -59,7 +64,7 @@ class BackfillWatch:
                 if month.run_id not in self.finished_runs:
                     run = month_run(client, taxi, month.run_id)
                     if run.pid is not None:
-                        run.peak_rss_bytes = self.peak_rss_by_pid.get(run.pid)
+                        run.peak_rss_bytes = _run_peak(self.peaks, run)
                     self.finished_runs[month.run_id] = run
         by_taxi: dict[str, list[MonthRun]] = {}
         for run in self.finished_runs.values():
@@ -133,3 +138,9 @@ def run_backfill(
     watch.exit_code = process.returncode
     watch.command_seconds = time.time() - started_at
     return started_at
+
+
+def _run_peak(peaks: ProcessPeaks, run: MonthRun) -> int | None:
+    """The sampled peak of the run's own process (its pid, started just before the run)."""
+    started = run.ended_at - run.seconds
+    return peaks.peak(run.pid, started - PROCESS_START_SLACK_SECONDS, started + 1)

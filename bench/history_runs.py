@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from taxi_platform.lib.asset_keys import PARTITION_ROW_COUNT
 from taxi_platform.lib.catalog import TaxiType
-from taxi_platform.tools.backfill import WebserverClient, backfill_state
+from taxi_platform.tools.backfill import WebserverClient
 
 RUN_DETAILS_QUERY = """
 query HistoryRun($runId: ID!) {
@@ -163,23 +163,6 @@ def month_run(client: WebserverClient, taxi: TaxiType, run_id: str) -> MonthRun:
         ended_at=ended,
         pid=pid,
     )
-
-
-def backfill_month_runs(
-    client: WebserverClient, taxi: TaxiType, backfill_id: str, peak_rss_by_pid: dict[int, int]
-) -> list[MonthRun]:
-    """Every month's latest run of the backfill, oldest merge first, rows-before filled in."""
-    state = backfill_state(client, backfill_id)
-    runs = [
-        month_run(client, taxi, month.run_id)
-        for month in state.months.values()
-        if month.run_id is not None
-    ]
-    for run in runs:
-        if run.pid is not None:
-            run.peak_rss_bytes = peak_rss_by_pid.get(run.pid)
-    fill_rows_before(runs)
-    return runs
 
 
 def fill_rows_before(runs: list[MonthRun]) -> None:

@@ -37,13 +37,40 @@ def folder_bytes(folder: Path) -> int:
 
 
 @dataclass
+class ProcessPeaks:
+    """Peak memory per process, keyed by pid and start time.
+
+    A pid alone is not a process: this machine's pid_max is 32,768 and a full history
+    starts more processes than that (Postgres's parallel workers among them), so keyed by
+    pid, a run was credited with the peak of an earlier process that had its pid (a run
+    reported 472 MB where every run measured 330-337 MB).
+    """
+
+    by_process: dict[tuple[int, float], int] = field(default_factory=dict)
+
+    def record(self, pid: int, started_at: float, rss: int) -> None:
+        key = (pid, started_at)
+        if rss > self.by_process.get(key, 0):
+            self.by_process[key] = rss
+
+    def peak(self, pid: int, started_after: float, started_before: float) -> int | None:
+        """The peak of the process ``pid`` started in that window (epoch seconds)."""
+        peaks = [
+            rss
+            for (sampled_pid, started_at), rss in self.by_process.items()
+            if sampled_pid == pid and started_after <= started_at <= started_before
+        ]
+        return max(peaks) if peaks else None
+
+
+@dataclass
 class Sampler:
     """A thread that keeps per-process RSS peaks below ``root_pid`` and the landing peak."""
 
     root_pid: int
     landing: Path
     interval: float = SAMPLE_SECONDS
-    peak_rss_by_pid: dict[int, int] = field(default_factory=dict)
+    peaks: ProcessPeaks = field(default_factory=ProcessPeaks)
     landing_peak_bytes: int = 0
     samples: int = 0
 
@@ -73,5 +100,8 @@ class Sampler:
             return
         for process in descendants:
             rss = tree_memory_bytes(process)  # 0 for a process gone meanwhile
-            if rss > self.peak_rss_by_pid.get(process.pid, 0):
-                self.peak_rss_by_pid[process.pid] = rss
+            try:
+                started_at = process.create_time()
+            except psutil.NoSuchProcess:
+                continue
+            self.peaks.record(process.pid, started_at, rss)
