@@ -42,8 +42,7 @@ class ProcessPeaks:
 
     A pid alone is not a process: this machine's pid_max is 32,768 and a full history
     starts more processes than that (Postgres's parallel workers among them), so keyed by
-    pid, a run was credited with the peak of an earlier process that had its pid (a run
-    reported 472 MB where every run measured 330-337 MB).
+    pid, a run could be credited with the peak of an earlier process that had its pid.
     """
 
     by_process: dict[tuple[int, float], int] = field(default_factory=dict)
