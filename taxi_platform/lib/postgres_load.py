@@ -18,7 +18,6 @@ from psycopg import sql
 from taxi_platform.lib import staged_month
 from taxi_platform.lib.catalog import Column, TaxiType
 from taxi_platform.lib.landing import parse_header
-from taxi_platform.lib.months import next_month
 from taxi_platform.lib.sql import postgres as statements
 
 COPY_CHUNK_BYTES = 1 << 20
@@ -186,8 +185,7 @@ def merge_month(
             # this merge has committed (or rolled back), and never rewrites the file under it.
             connection.execute(statements.month_lock(taxi, month_start))
             connection.execute(statements.table_lock(taxi, final_schema))
-            for setting in statements.SESSION_SETTINGS:
-                connection.execute(setting)
+            apply_settings(connection, statements.SESSION_SETTINGS)
             staged = staged_month.read(csv_path)
             entry = connection.execute(
                 statements.ledger_entry(taxi, month_start, final_schema)
@@ -242,7 +240,7 @@ def _merge_staged(
     problem = staged_month.damage(csv_path, staged)
     if problem is not None:
         raise _staged_file_damaged(describe, problem)
-    month_range = {"month_start": month_start, "month_end": next_month(month_start)}
+    month_range = statements.month_range(month_start)
     final_bytes = connection.execute(
         statements.heap_bytes(statements.final_table(taxi, final_schema))
     ).fetchone()[0]
@@ -255,8 +253,7 @@ def _merge_staged(
         raise _staged_file_damaged(
             describe, f"it gave {copied:,} rows where staging wrote {staged.rows:,}"
         )
-    for setting in statements.MONTH_ROWS_PLAN_SETTINGS:
-        connection.execute(setting)
+    apply_settings(connection, statements.MONTH_ROWS_PLAN_SETTINGS)
     if staged.ids == staged_month.IDS_LEFT_TO_POSTGRES:
         connection.execute(statements.compute_missing_ids(taxi, month_start, final_schema))
     met_again = 0
@@ -282,6 +279,13 @@ def _copy_staged_file(
     statement = statements.copy_into_final(taxi, staged.file_columns(taxi), final_schema)
     with connection.cursor() as cursor:
         return copy_file(cursor, statement, staged_month.staged_path(csv_path))
+
+
+def apply_settings(connection: psycopg.Connection, settings: tuple[sql.Composable, ...]) -> None:
+    """Execute ``set local`` settings (``statements.*_SETTINGS``); they hold until the
+    transaction ends."""
+    for setting in settings:
+        connection.execute(setting)
 
 
 def copy_file(cursor: psycopg.Cursor, statement: sql.Composable, path: Path) -> int:
@@ -312,8 +316,7 @@ def _delete_rows_met_again(
     if not connection.execute(statements.count_rows_at_pickups()).fetchone()[0]:
         return 0
     connection.execute(statements.analyze_rows_at_pickups())
-    for setting in statements.MERGE_PLAN_SETTINGS:
-        connection.execute(setting)
+    apply_settings(connection, statements.MERGE_PLAN_SETTINGS)
     return connection.execute(
         statements.delete_rows_met_again(taxi, month_start, final_schema)
     ).rowcount

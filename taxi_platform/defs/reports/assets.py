@@ -18,8 +18,9 @@ from taxi_platform.lib.asset_keys import (
     summary_asset_key,
 )
 from taxi_platform.lib.catalog import TAXIS, TaxiType
-from taxi_platform.lib.months import month_start, next_month
+from taxi_platform.lib.months import month_start
 from taxi_platform.lib.sql import reports as statements
+from taxi_platform.lib.sql.postgres import month_range
 from taxi_platform.resources import PostgresResource, TripFileSource
 from taxi_platform.resources.trip_source import MonthNotPublished, SourceUnavailable
 
@@ -106,11 +107,7 @@ def build_report_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, postgres: PostgresResource, trip_source: TripFileSource
     ) -> dg.MaterializeResult:
         month = month_start(context.partition_key)
-        parameters = {
-            "filename": taxi.csv_name(month),
-            "month_start": month,
-            "month_end": next_month(month),
-        }
+        parameters = {"filename": taxi.csv_name(month), **month_range(month)}
         with postgres.connect() as connection:
             zones = ensure_zone_lookup(connection, trip_source)
             with connection.transaction():

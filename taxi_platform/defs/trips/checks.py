@@ -25,10 +25,11 @@ from taxi_platform.defs.trips.raw import RAW_HEADER_KEY
 from taxi_platform.lib.asset_keys import postgres_table_key, raw_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.landing import header_difference, parse_header
-from taxi_platform.lib.months import month_start, next_month
+from taxi_platform.lib.months import month_start
+from taxi_platform.lib.postgres_load import apply_settings
 from taxi_platform.lib.recorded_metadata import recorded_metadata
 from taxi_platform.lib.sql import checks as statements
-from taxi_platform.lib.sql.postgres import MONTH_ROWS_PLAN_SETTINGS
+from taxi_platform.lib.sql.postgres import MONTH_ROWS_PLAN_SETTINGS, month_range
 from taxi_platform.resources import LandingArea, PostgresResource
 from taxi_platform.resources.check_thresholds import CheckThresholds
 
@@ -143,7 +144,7 @@ def build_postgres_table_checks(taxi: TaxiType) -> dg.AssetChecksDefinition:
                 return
             month_rows = MonthRows(taxi, connection, postgres.final_schema, month)
             with connection.transaction():
-                month_rows.apply(MONTH_ROWS_PLAN_SETTINGS)
+                apply_settings(connection, MONTH_ROWS_PLAN_SETTINGS)
                 summary = month_rows.summary()
                 shared = month_rows.ids_shared_with_other_files()
             yield _ids_not_null(month_rows, summary)
@@ -185,25 +186,16 @@ class MonthRows:
             statement, {"filename": self.filename, **parameters}
         ).fetchone()
 
-    @property
-    def month_range(self) -> dict[str, date]:
-        return {"month_start": self.month, "month_end": next_month(self.month)}
-
-    def apply(self, settings: tuple[sql.Composable, ...]) -> None:
-        """Planner settings for the rest of the checks' transaction (``set local``)."""
-        for setting in settings:
-            self.connection.execute(setting)
-
     def summary(self) -> MonthSummary:
         """The month's counts, read in one pass (``month_summary``)."""
         return MonthSummary(
-            *self.fetch(statements.month_summary(self.taxi, self.schema), **self.month_range)
+            *self.fetch(statements.month_summary(self.taxi, self.schema), **month_range(self.month))
         )
 
     def ids_shared_with_other_files(self) -> int:
         """See ``statements.ids_shared_with_other_files``."""
         statement = statements.ids_shared_with_other_files(self.taxi, self.schema)
-        return self.fetch(statement, **self.month_range)[0]
+        return self.fetch(statement, **month_range(self.month))[0]
 
     def result(self, name: str, passed: bool, **kwargs) -> dg.AssetCheckResult:
         return dg.AssetCheckResult(

@@ -36,6 +36,7 @@ from datetime import date
 from psycopg import sql
 
 from taxi_platform.lib.catalog import Column, TaxiType
+from taxi_platform.lib.months import next_month
 
 LEDGER_SCHEMA = "taxi_platform"
 
@@ -179,6 +180,11 @@ def relation_exists(qualified_name: str) -> sql.Composable:
     return sql.SQL("select to_regclass({name}) is not null").format(
         name=sql.Literal(qualified_name)
     )
+
+
+def month_range(month_start: date) -> dict[str, date]:
+    """The ``%(month_start)s`` and ``%(month_end)s`` parameters of a month's statements."""
+    return {"month_start": month_start, "month_end": next_month(month_start)}
 
 
 def copy_into_final(
