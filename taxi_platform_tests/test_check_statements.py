@@ -7,9 +7,6 @@ through any of the three must be counted, as the brute-force statement counts it
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import shutil
 from datetime import date
 from pathlib import Path
 
@@ -17,10 +14,9 @@ import psycopg
 from psycopg import sql
 
 from taxi_platform.lib.catalog import GREEN
-from taxi_platform.lib.postgres_load import merge_month, stage_month
 from taxi_platform.lib.sql import checks
 from taxi_platform.lib.sql.postgres import MONTH_ROWS_PLAN_SETTINGS
-from taxi_platform.tools.generate import write_month
+from taxi_platform_tests.support.loaded_month import load_generated_month
 
 ROWS = 5_000
 MARCH, APRIL = date(2019, 3, 1), date(2019, 4, 1)
@@ -42,15 +38,7 @@ BRUTE_FORCE = (
 
 
 def load_march(url: str, folder: Path) -> None:
-    gz_path = write_month(GREEN, MARCH, ROWS, folder / "mirror", seed=11)
-    csv_path = folder / GREEN.csv_name(MARCH)
-    with gzip.open(gz_path, "rb") as source, open(csv_path, "wb") as target:
-        shutil.copyfileobj(source, target)
-    sha256 = hashlib.sha256(csv_path.read_bytes()).hexdigest()
-    with psycopg.connect(url) as connection:
-        stage_month(connection, GREEN, MARCH, csv_path, sha256, "test")
-    with psycopg.connect(url) as connection:
-        merge_month(connection, GREEN, MARCH, csv_path, "test")
+    load_generated_month(url, folder, GREEN, MARCH, ROWS, seed=11)
 
 
 def copy_as_april(connection: psycopg.Connection, which_rows: str) -> int:

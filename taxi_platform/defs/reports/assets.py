@@ -19,6 +19,7 @@ from taxi_platform.lib.asset_keys import (
 )
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.months import month_start
+from taxi_platform.lib.postgres_load import apply_settings
 from taxi_platform.lib.sql import reports as statements
 from taxi_platform.lib.sql.postgres import month_range
 from taxi_platform.resources import PostgresResource, TripFileSource
@@ -114,6 +115,7 @@ def build_report_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
                 for statement in statements.summary_setup(taxi):
                     connection.execute(statement)
                 connection.execute(statements.delete_month(taxi), parameters)
+                apply_settings(connection, statements.SUMMARY_PLAN_SETTINGS)
                 connection.execute(statements.insert_month(taxi, postgres.final_schema), parameters)
             rows = connection.execute(statements.month_rows(taxi), parameters).fetchall()
             summary_rows, trips, revenue, days, boroughs = connection.execute(
