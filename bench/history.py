@@ -41,6 +41,7 @@ import psycopg
 
 from bench import history_report, history_zoomcamp
 from bench.history_backfill import BackfillWatch, run_backfill
+from bench.history_cpu import CpuAccount
 from bench.history_data import PlannedMonth, generate, planned_months
 from bench.history_runs import MonthRun
 from bench.history_sampler import Sampler
@@ -49,6 +50,7 @@ from bench.history_stack import (
     drop_database,
     history_stack,
     recreate_database,
+    stack_parts,
 )
 from bench.run import RESULTS_DIR
 from taxi_platform.lib.catalog import TAXIS, TaxiType
@@ -121,7 +123,9 @@ def _measure(
     taxi_url = recreate_database(server, TAXI_DATABASE)
     dagster_url = recreate_database(server, DAGSTER_DATABASE)
     try:
-        _load_through_platform(options, work, taxi_url, dagster_url, results, json_path)
+        _load_through_platform(
+            options, work, (taxi_url, dagster_url), postmaster_pid(server), results, json_path
+        )
         results["table_rows"], results["table_bytes"] = _final_tables(taxi_url, options.taxis)
         results["dagster_storage_bytes"] = _database_bytes(server, DAGSTER_DATABASE)
         if options.with_zoomcamp and not results.get("interrupted"):
@@ -185,15 +189,21 @@ def _skeleton(
     }
 
 
+def postmaster_pid(server: EmbeddedPostgres) -> int:
+    """The server's first process, parent of every backend (first line of postmaster.pid)."""
+    return int((server.data_dir / "postmaster.pid").read_text().split()[0])
+
+
 def _load_through_platform(
     options: HistoryOptions,
     work: Path,
-    taxi_url: str,
-    dagster_url: str,
+    urls: tuple[str, str],
+    postgres_pid: int,
     results: dict,
     json_path: Path,
 ) -> None:
     """The backfill through the running platform, sampled; results filled in place."""
+    taxi_url, dagster_url = urls
     stack_root = work / "stack"
     shutil.rmtree(stack_root, ignore_errors=True)
     stack_root.mkdir(parents=True)
@@ -210,7 +220,9 @@ def _load_through_platform(
                 options.log(f"  progress: {len(runs)} months finished, partial JSON written")
 
             first, last = f"{options.first:%Y-%m}", f"{options.last:%Y-%m}"
+            cpu = CpuAccount(stack_parts(stack, postgres_pid))
             launched_at = run_backfill(watch, options.taxi_option, first, last, progress)
+            results["cpu_seconds"] = cpu.spent()
             runs = watch.month_runs()
         results["launched_at"] = launched_at
         results["interrupted"] = watch.interrupted

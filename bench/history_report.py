@@ -111,6 +111,8 @@ def format_history(results: dict) -> str:
         f"landing area peak {_mb(results.get('landing_peak_bytes'))}; "
         f"peak RSS of a run {_mb(results.get('peak_rss_bytes'))}"
     )
+    if results.get("cpu_seconds"):
+        lines.append(format_cpu(results["cpu_seconds"]))
     zoomcamp = results.get("zoomcamp")
     if zoomcamp:
         lines.append(
@@ -126,6 +128,21 @@ def format_history(results: dict) -> str:
         shown = _mb(value) if "rss" in name else ("-" if value is None else f"{value:,.2f}")
         lines.append(f"{name:<58}{shown:>14}  (limit {target['limit']:,})  {verdict}")
     return "\n".join(lines)
+
+
+def format_cpu(spent: dict) -> str:
+    """Who spent the cores during the backfill command (``bench.history_cpu``)."""
+    machine = ("machine_busy", "machine_idle", "machine_steal")
+    parts = ", ".join(
+        f"{name.replace('_', ' ')} {seconds:,.0f}"
+        for name, seconds in sorted(spent.items(), key=lambda item: -item[1])
+        if name not in machine
+    )
+    return (
+        f"CPU over the backfill command, core-seconds: busy {spent['machine_busy']:,.0f} "
+        f"({parts}), idle {spent['machine_idle']:,.0f}, stolen "
+        f"{spent.get('machine_steal', 0):,.0f}"
+    )
 
 
 def format_markdown(results: dict) -> str:

@@ -100,3 +100,13 @@ def code_server_pid(stack: DagsterStack) -> int:
         if process.name == "code_server":
             return process.popen.pid
     raise RuntimeError("the code server is not running")
+
+
+def stack_parts(stack: DagsterStack, postgres_pid: int) -> dict[str, int]:
+    """The roots of the process trees whose CPU the benchmark accounts for: Postgres, the
+    code server (every run's process is below it), the daemon, the webserver, the mirror."""
+    parts = {"postgres": postgres_pid}
+    for process in stack.processes:
+        name = "code_server_and_runs" if process.name == "code_server" else process.name
+        parts[name] = process.popen.pid
+    return parts

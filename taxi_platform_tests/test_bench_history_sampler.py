@@ -39,3 +39,29 @@ def test_the_sampler_records_a_child_under_its_real_start_time(tmp_path) -> None
 
     peak = sampler.peaks.peak(child.pid, started - 1, started + 1)
     assert peak is not None and peak > 1_000_000
+
+
+def test_a_peak_between_two_samples_is_not_missed(tmp_path) -> None:
+    """The child touches 200 MB, lets it go, and only then is sampled."""
+    script = (
+        "import sys\n"
+        "block = bytearray(200 * 1024 * 1024)\n"
+        "for i in range(0, len(block), 4096): block[i] = 1\n"
+        "del block\n"
+        "print('released', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert child.stdout.readline() == b"released\n"
+        started = psutil.Process(child.pid).create_time()
+        resident_now = psutil.Process(child.pid).memory_info().rss
+        sampler = Sampler(root_pid=psutil.Process().pid, landing=tmp_path)
+        sampler.sample_once()
+    finally:
+        child.communicate(b"")
+
+    assert resident_now < 100 * 1024 * 1024
+    assert sampler.peaks.peak(child.pid, started - 1, started + 1) >= 200 * 1024 * 1024

@@ -104,6 +104,19 @@ def test_history_reports_memory_totals_and_a_plot(tiny_history) -> None:
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
+def test_history_says_who_spent_the_cores(tiny_history) -> None:
+    _, saved = tiny_history
+    spent = saved["cpu_seconds"]
+
+    # Every run's process exited before the end, and Postgres's backends with them; both
+    # are counted through their parents. A Dagster run alone takes a core-second to start.
+    assert spent["code_server_and_runs"] > len(saved["months"])
+    assert spent["postgres"] > 0
+    assert spent["daemon"] > 0
+    named = sum(v for k, v in spent.items() if not k.startswith("machine_") and k != "other")
+    assert named <= spent["machine_busy"] + 1
+
+
 def test_history_with_zoomcamp_loads_the_same_months_with_the_flow(tiny_history) -> None:
     _, saved = tiny_history
     zoomcamp = saved["zoomcamp"]
