@@ -45,6 +45,7 @@ from pathlib import Path
 
 import psutil
 import psycopg
+import yaml
 from psycopg import sql
 
 from bench import contenders, report
@@ -59,8 +60,17 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 QUICK_ROWS = 1_000_000
 # yellow 2019-01, the biggest month of the releases
 REAL_YELLOW_2019_01_ROWS = 7_667_792
-# dagster.yaml: tag_concurrency_limits, key `taxi`, limit 2 per taxi type
-PLATFORM_CONCURRENCY_PER_TAXI = 2
+
+
+def platform_runs_per_taxi() -> int:
+    """How many runs of one taxi type ``dagster.yaml`` lets run at once (its
+    ``tag_concurrency_limits`` entry for the ``taxi`` tag): the backfill case's concurrency."""
+    settings = yaml.safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    limits = settings["concurrency"]["runs"]["tag_concurrency_limits"]
+    return next(limit["limit"] for limit in limits if limit["key"] == "taxi")
+
+
+PLATFORM_CONCURRENCY_PER_TAXI = platform_runs_per_taxi()
 CASES = ("new_month", "rerun", "next_month")
 
 
