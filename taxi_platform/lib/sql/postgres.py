@@ -91,17 +91,20 @@ def add_optional_columns(taxi: TaxiType, final_schema: str = "public") -> list[s
     that has them is not locked (``alter table`` takes an exclusive lock even when it ends
     up doing nothing, and would wait for a merge running on another month)."""
     return [
-        sql.SQL(
-            "do $$ begin if not exists (select 1 from information_schema.columns "
-            "where table_schema = {schema} and table_name = {table} and column_name = {name}) "
-            "then alter table {final} add column if not exists {column} {type}; end if; end $$"
-        ).format(
-            schema=sql.Literal(final_schema),
-            table=sql.Literal(taxi.table),
-            name=sql.Literal(column.postgres_name),
-            final=final_table(taxi, final_schema),
-            column=sql.Identifier(column.postgres_name),
-            type=sql.SQL(column.postgres_type),
+        unless_in_catalog(
+            sql.SQL(
+                "exists (select 1 from information_schema.columns where table_schema = "
+                "{schema} and table_name = {table} and column_name = {name})"
+            ).format(
+                schema=sql.Literal(final_schema),
+                table=sql.Literal(taxi.table),
+                name=sql.Literal(column.postgres_name),
+            ),
+            sql.SQL("alter table {final} add column if not exists {column} {type}").format(
+                final=final_table(taxi, final_schema),
+                column=sql.Identifier(column.postgres_name),
+                type=sql.SQL(column.postgres_type),
+            ),
         )
         for column in taxi.optional_columns
     ]
@@ -121,19 +124,30 @@ def final_table_indexes(taxi: TaxiType, final_schema: str = "public") -> list[sq
         (f"{taxi.table}_filename_brin", sql.SQL("using brin (filename)")),
     )
     return [
-        sql.SQL(
-            "do $$ begin if to_regclass(quote_ident({schema}) || '.' || quote_ident({name})) "
-            "is null then create index if not exists {index} on {table} {definition}; "
-            "end if; end $$"
-        ).format(
-            schema=sql.Literal(final_schema),
-            name=sql.Literal(name),
-            index=sql.Identifier(name),
-            table=final_table(taxi, final_schema),
-            definition=definition,
+        unless_in_catalog(
+            sql.SQL(
+                "to_regclass(quote_ident({schema}) || '.' || quote_ident({name})) is not null"
+            ).format(schema=sql.Literal(final_schema), name=sql.Literal(name)),
+            sql.SQL("create index if not exists {index} on {table} {definition}").format(
+                index=sql.Identifier(name),
+                table=final_table(taxi, final_schema),
+                definition=definition,
+            ),
         )
         for name, definition in indexes
     ]
+
+
+def unless_in_catalog(found: sql.Composable, statement: sql.Composable) -> sql.Composable:
+    """``statement`` (DDL) run only when the catalog query ``found`` is false.
+
+    ``alter table ... if not exists`` and ``create index if not exists`` lock the table
+    before they find there is nothing to do, so each would wait for a merge running on
+    another month; a look at the catalog takes no lock on the table.
+    """
+    return sql.SQL("do $$ begin if not ({found}) then {statement}; end if; end $$").format(
+        found=found, statement=statement
+    )
 
 
 def column_definitions(columns: tuple[Column, ...]) -> sql.Composable:
