@@ -241,14 +241,17 @@ def _merge_staged(
     if problem is not None:
         raise _staged_file_damaged(describe, problem)
     month_range = statements.month_range(month_start)
-    final_bytes = connection.execute(
-        statements.heap_bytes(statements.final_table(taxi, final_schema))
-    ).fetchone()[0]
+    in_bulk = _emptied_for_bulk_load(connection, taxi, final_schema)
+    final_bytes = 0
+    if not in_bulk:
+        final_bytes = connection.execute(
+            statements.heap_bytes(statements.final_table(taxi, final_schema))
+        ).fetchone()[0]
     if final_bytes:
         connection.execute(
             statements.collect_rows_at_month_pickups(taxi, final_schema), month_range
         )
-    copied = _copy_staged_file(connection, taxi, csv_path, staged, final_schema)
+    copied = _copy_staged_file(connection, taxi, csv_path, staged, final_schema, in_bulk)
     if copied != staged.rows:
         raise _staged_file_damaged(
             describe, f"it gave {copied:,} rows where staging wrote {staged.rows:,}"
@@ -256,6 +259,9 @@ def _merge_staged(
     apply_settings(connection, statements.MONTH_ROWS_PLAN_SETTINGS)
     if staged.ids == staged_month.IDS_LEFT_TO_POSTGRES:
         connection.execute(statements.compute_missing_ids(taxi, month_start, final_schema))
+    if in_bulk:
+        for statement in statements.final_table_indexes(taxi, final_schema):
+            connection.execute(statement)
     met_again = 0
     if final_bytes:
         met_again = _delete_rows_met_again(connection, taxi, month_start, month_range, final_schema)
@@ -268,15 +274,40 @@ def _merge_staged(
     return MergeResult(rows_staged=copied, rows_inserted=inserted, already_loaded=False)
 
 
+def _emptied_for_bulk_load(
+    connection: psycopg.Connection, taxi: TaxiType, final_schema: str
+) -> bool:
+    """Make an empty final table ready for a bulk load (``statements.fill_empty_table``),
+    under an exclusive lock until the commit; False, and the table untouched, when it holds
+    rows or is not ours to truncate (``statements.loadable_in_bulk``).
+
+    The table is asked twice: first without a lock, so that a merge into a table holding
+    rows never blocks its readers; then under the lock, because a writer other than the
+    platform (a Kestra flow) may have committed rows in between.
+    """
+    loadable = statements.loadable_in_bulk(taxi, final_schema)
+    if not connection.execute(loadable).fetchone()[0]:
+        return False
+    connection.execute(statements.lock_final_table(taxi, final_schema))
+    if not connection.execute(loadable).fetchone()[0]:
+        return False
+    for statement in statements.fill_empty_table(taxi, final_schema):
+        connection.execute(statement)
+    return True
+
+
 def _copy_staged_file(
     connection: psycopg.Connection,
     taxi: TaxiType,
     csv_path: Path,
     staged: staged_month.StagedMonth,
     final_schema: str,
+    freeze: bool,
 ) -> int:
     """Stream the staged file into the final table; the rows COPY read."""
-    statement = statements.copy_into_final(taxi, staged.file_columns(taxi), final_schema)
+    statement = statements.copy_into_final(
+        taxi, staged.file_columns(taxi), final_schema, freeze=freeze
+    )
     with connection.cursor() as cursor:
         return copy_file(cursor, statement, staged_month.staged_path(csv_path))
 
