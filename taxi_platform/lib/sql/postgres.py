@@ -25,6 +25,8 @@ How a month moves, and why it is cheap:
   btree grows at its right edge, where a btree on md5 ids would be written all over for
   every row. A BRIN index on ``filename`` (rows of a file are appended together) finds a
   month's rows for the checks and the merge at almost no cost to the load.
+- Into an empty table the merge loads in bulk (``fill_empty_table``): truncated in the
+  same transaction, no WAL, rows frozen, our indexes built after the COPY.
 - The ledger (``taxi_platform.loaded_files``) lets a re-run of a loaded, unchanged file
   finish without touching the data.
 """
