@@ -7,11 +7,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from taxi_platform.local.embedded_postgres import (
+    SCRAM_ITERATIONS,
     SERVER_SYSTEM_USER,
     EmbeddedPostgres,
     EmbeddedPostgresError,
+    scram_iterations,
 )
 from taxi_platform.local.ports import free_port
 
@@ -48,6 +51,35 @@ def test_a_wrong_password_is_refused(postgres_server: EmbeddedPostgres) -> None:
     password = postgres_server.password_file.read_text().strip()
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(url.replace(password, "not-the-password"), connect_timeout=5)
+
+
+def stored_verifier(server: EmbeddedPostgres) -> str:
+    with psycopg.connect(server.url("postgres")) as connection:
+        return connection.execute(
+            "select rolpassword from pg_authid where rolname = 'postgres'"
+        ).fetchone()[0]
+
+
+def test_a_server_made_with_postgres_rounds_gets_the_cheap_verifier_when_started(
+    postgres_server: EmbeddedPostgres,
+) -> None:
+    """A server made before the platform stored its own verifier (Postgres's 4,096 rounds)
+    gets one of ``SCRAM_ITERATIONS`` rounds at its next start, and the password still opens
+    it: Postgres itself checks the client's proof against the verifier we computed."""
+    password = postgres_server.password_file.read_text().strip()
+    with psycopg.connect(postgres_server.url("postgres"), autocommit=True) as connection:
+        connection.execute("set scram_iterations = 4096")
+        connection.execute(
+            sql.SQL("alter role current_user password {}").format(sql.Literal(password))
+        )
+    assert scram_iterations(stored_verifier(postgres_server)) == 4096
+
+    postgres_server.start()
+
+    assert SCRAM_ITERATIONS < 4096
+    assert scram_iterations(stored_verifier(postgres_server)) == SCRAM_ITERATIONS
+    with psycopg.connect(postgres_server.url("postgres"), connect_timeout=5) as connection:
+        assert connection.execute("select current_user").fetchone()[0] == "postgres"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the server's own user exists only as root")
