@@ -149,7 +149,7 @@ def format_markdown(results: dict) -> str:
     """The months as a Markdown table, for the README."""
     lines = [
         "| taxi | month | rows | table rows before | run s | s per M rows | raw | staging "
-        "| final (merge) | checks | other | peak RSS |",
+        "| final (merge) | checks, summary | other | peak RSS |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for month in sorted(results["months"], key=lambda m: (m["taxi"], m["month"])):

@@ -131,7 +131,7 @@ def month_run(client: WebserverClient, taxi: TaxiType, run_id: str) -> MonthRun:
             continue
         seconds = step["endTime"] - step["startTime"]
         short = names.get(step["stepKey"])
-        if short is None:  # the month's asset checks, when they run as steps of their own
+        if short is None:  # the month's asset checks and its summary report
             other_steps[step["stepKey"]] = seconds
             continue
         steps[short] = seconds

@@ -10,7 +10,9 @@ import pytest
 from dagster._utils.schedules import schedule_execution_time_iterator
 
 from taxi_platform.definitions import build_definitions
+from taxi_platform.defs.resources import trip_partitions
 from taxi_platform.defs.trips.postgres import postgres_table_key
+from taxi_platform.lib.asset_keys import summary_asset_key
 from taxi_platform.lib.catalog import GREEN, YELLOW
 from taxi_platform.resources import TripFileSource
 from taxi_platform.tools.generate import write_month
@@ -260,3 +262,43 @@ def test_summary_sensor_requests_the_summary_of_each_month_that_landed() -> None
     assert defs.resolve_job_def("green_monthly_summary").asset_layer.selected_asset_keys == {
         dg.AssetKey(["reports", "green_monthly_summary"])
     }
+
+
+def stand_ins_for_final_and_summary() -> list[dg.AssetsDefinition]:
+    """Assets with the final table's and the summary's keys that write nothing: runs of
+    them leave the same events and run records as the real ones, without a database."""
+
+    @dg.asset(key=postgres_table_key(GREEN), partitions_def=trip_partitions())
+    def final_table() -> None:
+        return None
+
+    @dg.asset(key=summary_asset_key(GREEN), deps=[final_table], partitions_def=trip_partitions())
+    def summary() -> None:
+        return None
+
+    return [final_table, summary]
+
+
+def test_summary_sensor_leaves_months_whose_run_built_the_summary() -> None:
+    """The load job summarizes a month in the run that loads it (as do backfills, whose
+    runs select the job's assets); only a final table materialized without its summary
+    needs the sensor's run."""
+    defs = definitions()
+    final_table, summary = stand_ins_for_final_and_summary()
+    stand_in_job = dg.Definitions(
+        assets=[final_table, summary],
+        jobs=[dg.define_asset_job("green_postgres", selection=[final_table.key, summary.key])],
+    ).resolve_job_def("green_postgres")
+    with dg.instance_for_test() as instance:
+        stand_in_job.execute_in_process(instance=instance, partition_key="2019-03-01")
+        stand_in_job.execute_in_process(
+            instance=instance, partition_key="2019-04-01", asset_selection=[final_table.key]
+        )
+        land(instance, "2019-05-01")  # no run at all
+        requested = evaluate_summary_sensor(defs, instance, None).run_requests
+
+    assert [r.partition_key for r in requested] == ["2019-04-01", "2019-05-01"]
+    assert (
+        summary_asset_key(GREEN)
+        in defs.resolve_job_def("green_postgres").asset_layer.selected_asset_keys
+    )

@@ -171,7 +171,12 @@ def test_summary_counts_every_trip_of_the_month_by_day_and_borough(
             "where month = '2019-03-01'"
         ).fetchone()
         zones = connection.execute("select count(*) from taxi_platform.zones").fetchone()[0]
-    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    metadata = materialization_of(result, summary_assets[0].key).metadata
+    # The zones were loaded on first use, and that is recorded as the lookup's own
+    # materialization.
+    assert (
+        materialization_of(result, taxi_zone_lookup.key).metadata["dagster/row_count"].value == 265
+    )
     assert trips == expected_trips == metadata["trips"].value
     assert expected_trips == ROWS - metadata_outside(result, database_url)
     assert float(revenue) == pytest.approx(float(expected_revenue), abs=0.05)
@@ -181,7 +186,7 @@ def test_summary_counts_every_trip_of_the_month_by_day_and_borough(
     assert "| day | pickup borough |" in metadata["preview"].value
 
     # Rebuilding the month replaces it (delete + insert), never adds to it.
-    dg.materialize(
+    rebuilt = dg.materialize(
         [*summary_assets, taxi_zone_lookup, *taxi_assets],
         selection=dg.AssetSelection.assets(summary_assets[0].key),
         partition_key=partition_key(MARCH),
@@ -192,6 +197,16 @@ def test_summary_counts_every_trip_of_the_month_by_day_and_borough(
             "select sum(trips) from reports.green_monthly_summary where month = '2019-03-01'"
         ).fetchone()[0]
     assert again == trips
+    assert [event.asset_key for event in rebuilt.get_asset_materialization_events()] == [
+        summary_assets[0].key
+    ]
+
+
+def materialization_of(
+    result: dg.ExecuteInProcessResult, key: dg.AssetKey
+) -> dg.AssetMaterialization:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+    return event.materialization
 
 
 def metadata_outside(result: dg.ExecuteInProcessResult, database_url: str) -> int:

@@ -105,10 +105,24 @@ class Walk:
         self.nav("Jobs")
         self.page.get_by_text(name, exact=True).first.click()
 
-    def materialize_partitions(self, partitions: str, launch: str) -> None:
-        """README: **Materialize all…**, *Show all partitions*, type the months, launch."""
+    def materialize_partitions(
+        self, partitions: str, launch: str, lookup_never_loaded: bool = False
+    ) -> None:
+        """README: **Materialize all…**, (the first time, **Confirm** that the zone lookup
+        was never materialized), *Show all partitions*, type the months, launch."""
         self.page.get_by_role("button", name="Materialize all").first.click()
         dialog = self.page.get_by_role("dialog")
+        # The job's four assets: raw, staging, final table, summary report.
+        launch_dialog = dialog.get_by_text("Launch runs to materialize 4 assets")
+        never_loaded = dialog.get_by_text("have not been materialized yet")
+        playwright_api.expect(launch_dialog.or_(never_loaded)).to_be_visible()
+        if lookup_never_loaded:
+            playwright_api.expect(never_loaded).to_be_visible()
+        if never_loaded.is_visible():
+            playwright_api.expect(dialog.get_by_text("raw / taxi_zone_lookup")).to_be_visible()
+            self.shot("confirm_lookup_never_loaded")
+            dialog.get_by_role("button", name="Confirm").click()
+        playwright_api.expect(launch_dialog).to_be_visible()
         dialog.get_by_text("Show all partitions").click()
         box = dialog.get_by_role("textbox").first
         box.fill(partitions)
@@ -164,7 +178,7 @@ def walk_the_readme(walk: Walk) -> None:
     # 2. One month from the job's page: a run of green_postgres with the Kestra labels.
     walk.open_job("green_postgres")
     walk.shot("job_page")
-    walk.materialize_partitions("2019-01-01", "Launch 1 run")
+    walk.materialize_partitions("2019-01-01", "Launch 1 run", lookup_never_loaded=True)
     first = walk.wait_for(
         lambda: [r for r in walk.runs() if r["tags"].get("dagster/partition") == "2019-01-01"],
         "the 2019-01 run",
@@ -207,7 +221,7 @@ def walk_the_readme(walk: Walk) -> None:
     playwright_api.expect(page.get_by_text("taxi").first).to_be_visible()
     walk.shot("runs_with_tags")
 
-    # 5. The summary report of every loaded month lands (the sensor's runs). Which month
+    # 5. The summary report of every loaded month lands (in the months' runs). Which month
     # the page names as the latest depends on which summary finished last, so the walk
     # waits for all three and reads each on the Events tab.
     def summarized_months() -> set[str]:

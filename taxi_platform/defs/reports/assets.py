@@ -49,14 +49,31 @@ def load_zone_lookup(connection: psycopg.Connection, trip_source: TripFileSource
         raise dg.Failure(description=f"zone lookup {url}: {error}") from None
 
 
-def ensure_zone_lookup(connection: psycopg.Connection, trip_source: TripFileSource) -> int:
-    """The zones, loaded first if the table is empty (a summary must not need a manual
-    materialization of the lookup before the first month)."""
+def ensure_zone_lookup(
+    context: dg.AssetExecutionContext, connection: psycopg.Connection, trip_source: TripFileSource
+) -> int:
+    """The zones, loaded first if the table is empty: a summary must not need a manual
+    materialization of the lookup before the first month. Loaded here, the lookup's own
+    materialization is recorded too, so its page says when, and the UI stops warning
+    that the summary's upstream was never materialized."""
     with connection.transaction():
         for statement in statements.zone_setup():
             connection.execute(statement)
     zones = connection.execute(statements.count_zones()).fetchone()[0]
-    return zones or load_zone_lookup(connection, trip_source)
+    if zones:
+        return zones
+    zones = load_zone_lookup(connection, trip_source)
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key=ZONE_LOOKUP_KEY,
+            description=f"loaded on first use by {context.asset_key.to_user_string()}",
+            metadata={
+                "url": dg.MetadataValue.url(trip_source.url_for_path(ZONE_LOOKUP_PATH)),
+                "dagster/row_count": zones,
+            },
+        )
+    )
+    return zones
 
 
 @dg.asset(
@@ -110,7 +127,7 @@ def build_report_assets(taxi: TaxiType) -> list[dg.AssetsDefinition]:
         month = month_start(context.partition_key)
         parameters = {"filename": taxi.csv_name(month), **month_range(month)}
         with postgres.connect() as connection:
-            zones = ensure_zone_lookup(connection, trip_source)
+            zones = ensure_zone_lookup(context, connection, trip_source)
             with connection.transaction():
                 for statement in statements.summary_setup(taxi):
                     connection.execute(statement)

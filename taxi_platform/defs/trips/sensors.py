@@ -5,7 +5,8 @@
   course releases or the TLC) whether it is published, and requests that month's runs
   when it is.
 - ``{taxi}_monthly_summary_sensor`` watches the final table's materializations and
-  requests the month's ``reports/{taxi}_monthly_summary``.
+  requests the month's ``reports/{taxi}_monthly_summary`` when their run did not build it
+  (the load jobs and backfills build it in the same run).
 - ``backfill_run_tags`` gives asset-backfill runs the ``file`` tag that Dagster cannot put
   on them at launch (see ``taxi_platform.tools.backfill``).
 - ``dead_run_reaper`` fails runs whose process died and frees their pool slots (see
@@ -26,7 +27,7 @@ from taxi_platform.defs.trips.jobs import (
     run_tags,
     taxi_of_asset_key,
 )
-from taxi_platform.lib.asset_keys import postgres_table_key
+from taxi_platform.lib.asset_keys import postgres_table_key, summary_asset_key
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.months import (
     month_start,
@@ -148,17 +149,38 @@ def build_new_release_sensor(
     return new_release_sensor
 
 
+def run_builds_asset(
+    context: dg.MultiAssetSensorEvaluationContext, run_id: str, asset_key: dg.AssetKey
+) -> bool:
+    """Whether the run ``run_id`` was launched to materialize ``asset_key`` too: its asset
+    selection (backfills, the UI's selections) or, when it has none (schedules and sensors
+    launch whole jobs), its job's. A run of a job this code location does not have, or
+    no run (a runless event), does not: at worst a month is summarized twice, never left
+    without a summary."""
+    run = context.instance.get_run_by_id(run_id) if run_id else None
+    if run is None:
+        return False
+    if run.asset_selection:
+        return asset_key in run.asset_selection
+    if not context.repository_def.has_job(run.job_name):
+        return False
+    return asset_key in context.repository_def.get_job(run.job_name).asset_layer.selected_asset_keys
+
+
 def build_summary_sensor(
     final_key: dg.AssetKey,
+    summary_key: dg.AssetKey,
     summary_job: AssetJob,
     minimum_interval_seconds: int = 30,
 ) -> dg.SensorDefinition:
-    """An asset sensor on one final table: each month that lands gets its summary rebuilt.
+    """An asset sensor on one final table: a month that lands without its summary (the
+    final asset materialized alone) gets it rebuilt; the load jobs' and backfills' runs
+    build the summary themselves (``run_builds_asset``), right after the final table.
 
     A multi-asset sensor rather than ``@asset_sensor``: the latter hands a tick only the
     latest materialization, so when a backfill lands three months between two ticks, two of
     them would never get a summary. This one reads every materialization after its cursor
-    (oldest first, a bounded number per tick) and advances past the last one it requested.
+    (oldest first, a bounded number per tick) and advances past the last one it read.
     """
 
     @dg.multi_asset_sensor(
@@ -168,8 +190,9 @@ def build_summary_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            f"When a month of {final_key.to_user_string()} is materialized, requests that "
-            f"month of {summary_job.name}."
+            f"When a month of {final_key.to_user_string()} is materialized by a run that "
+            f"does not build {summary_key.to_user_string()} (the final asset alone), "
+            f"requests that month of {summary_job.name}."
         ),
     )
     def summary_sensor(context: dg.MultiAssetSensorEvaluationContext) -> dg.SensorResult:
@@ -183,6 +206,7 @@ def build_summary_sensor(
             )
             for record in records
             if record.partition_key is not None
+            and not run_builds_asset(context, record.run_id, summary_key)
         ]
         if records:
             context.advance_cursor({final_key: records[-1]})
@@ -250,7 +274,9 @@ def defs() -> dg.Definitions:
         minimum_interval_seconds=release_sensor_interval_seconds(),
     )
     summary_sensors = [
-        build_summary_sensor(postgres_table_key(taxi), SUMMARY_JOBS[taxi.name])
+        build_summary_sensor(
+            postgres_table_key(taxi), summary_asset_key(taxi), SUMMARY_JOBS[taxi.name]
+        )
         for taxi in TAXIS.values()
     ]
     return dg.Definitions(
