@@ -12,7 +12,8 @@ They also keep their connections. dagster-postgres opens a new connection for ev
 opened about 340 sessions of Dagster's database (``bench.history`` at ``--scale 0.01``:
 4,117 sessions for 12 runs), each a Postgres backend started and authenticated, about
 2.6 ms of CPU. Here each storage keeps ``KEPT_CONNECTIONS`` open for the life of its
-process (``KEPT_CONNECTIONS + EXTRA_CONNECTIONS`` at once at most), checks one with a
+process (``KEPT_CONNECTIONS + EXTRA_CONNECTIONS`` at once at most, the bound the
+webserver's own pool has by default), checks one with a
 ping before handing it out (a restarted server costs a reconnect, not an error), and
 closes them when the instance is disposed.
 """
