@@ -17,9 +17,11 @@ from datetime import date
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from taxi_platform.lib.catalog import GREEN
 from taxi_platform.lib.postgres_load import merge_month, stage_month
+from taxi_platform.lib.sql.postgres import COPIED_ROWS_PER_CANDIDATE_FOR_LOOKUPS
 
 JANUARY, FEBRUARY = date(2019, 1, 1), date(2019, 2, 1)
 
@@ -59,8 +61,25 @@ def load(url: str, month: date, rows: list[dict[str, str]], folder: Path) -> int
         return merge_month(connection, GREEN, month, csv_path, "test").rows_inserted
 
 
+def new_february_trips(count: int) -> list[dict[str, str]]:
+    """Trips no earlier file holds, each at its own minute of February."""
+    return [
+        trip(f"2019-02-{1 + n // 1440:02d} {n // 60 % 24:02d}:{n % 60:02d}:30", "10")
+        for n in range(count)
+    ]
+
+
+# January leaves four candidates for February: its row inside February's range, and the
+# rows at the exact pickups of February's out-of-month rows (one of them without a pickup).
+# Next to February's eight rows they are many, and are met in one hash join; with enough
+# new trips beside them they are few, and are looked up one by one. Both find the same rows.
+@pytest.mark.parametrize(
+    "new_trips",
+    [0, 4 * COPIED_ROWS_PER_CANDIDATE_FOR_LOOKUPS],
+    ids=["candidates_many_hash_join", "candidates_few_lookups"],
+)
 def test_rows_already_held_are_found_wherever_their_pickup_lies(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, new_trips: int
 ) -> None:
     january = [IN_JANUARY, JANUARY_ROW_IN_FEBRUARY, NO_PICKUP, FAR_OFF]
     assert load(database_url, JANUARY, january, tmp_path) == 4
@@ -77,8 +96,9 @@ def test_rows_already_held_are_found_wherever_their_pickup_lies(
         twice_in_the_file,
         twice_in_the_file,
         new_without_pickup,
+        *new_february_trips(new_trips),
     ]
-    assert load(database_url, FEBRUARY, february, tmp_path) == 4
+    assert load(database_url, FEBRUARY, february, tmp_path) == 4 + new_trips
 
     with psycopg.connect(database_url) as connection:
         by_file = dict(
@@ -86,7 +106,7 @@ def test_rows_already_held_are_found_wherever_their_pickup_lies(
                 "select filename, count(*) from green_tripdata group by filename"
             ).fetchall()
         )
-    assert by_file == {GREEN.csv_name(JANUARY): 4, GREEN.csv_name(FEBRUARY): 4}
+    assert by_file == {GREEN.csv_name(JANUARY): 4, GREEN.csv_name(FEBRUARY): 4 + new_trips}
     # The same file merged again (forced past the ledger) adds nothing.
     assert load(database_url, FEBRUARY, february, tmp_path) == 0
 

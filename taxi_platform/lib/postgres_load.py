@@ -264,7 +264,9 @@ def _merge_staged(
             connection.execute(statement)
     met_again = 0
     if final_bytes:
-        met_again = _delete_rows_met_again(connection, taxi, month_start, month_range, final_schema)
+        met_again = _delete_rows_met_again(
+            connection, taxi, month_start, month_range, final_schema, copied
+        )
     inserted = copied - met_again
     _summarize_filename_index(connection, taxi, final_schema)
     connection.execute(
@@ -336,16 +338,25 @@ def _delete_rows_met_again(
     month_start: date,
     month_range: dict[str, date],
     final_schema: str,
+    copied: int,
 ) -> int:
-    """Remove the copied rows whose id an earlier row holds (see
-    ``statements.delete_rows_met_again``), under the table lock the merge holds; how many.
-    Runs after ``MONTH_ROWS_PLAN_SETTINGS`` are set, and adds the join's own."""
+    """Remove the copied rows whose id an earlier row holds, under the table lock the
+    merge holds; how many. Few candidates (the usual next month: its neighbours' rows at
+    its edges) are looked up one by one (``statements.delete_rows_met_again_at_candidates``);
+    many (a re-published or overlapping file) are met in one hash join over the ``copied``
+    rows (``statements.delete_rows_met_again``), run after ``MONTH_ROWS_PLAN_SETTINGS``
+    with the join's own settings added."""
     connection.execute(
         statements.add_rows_at_out_of_month_pickups(taxi, month_start, final_schema),
         month_range,
     )
-    if not connection.execute(statements.count_rows_at_pickups()).fetchone()[0]:
+    candidates = connection.execute(statements.count_rows_at_pickups()).fetchone()[0]
+    if not candidates:
         return 0
+    if candidates * statements.COPIED_ROWS_PER_CANDIDATE_FOR_LOOKUPS <= copied:
+        return connection.execute(
+            statements.delete_rows_met_again_at_candidates(taxi, month_start, final_schema)
+        ).rowcount
     connection.execute(statements.analyze_rows_at_pickups())
     apply_settings(connection, statements.MERGE_PLAN_SETTINGS)
     return connection.execute(
