@@ -39,7 +39,7 @@ from pathlib import Path
 import psutil
 import psycopg
 
-from bench import history_report, history_zoomcamp
+from bench import history_postgres, history_report, history_zoomcamp
 from bench.history_backfill import BackfillWatch, run_backfill
 from bench.history_cpu import CpuAccount
 from bench.history_data import PlannedMonth, generate, planned_months
@@ -123,9 +123,16 @@ def _measure(
     taxi_url = recreate_database(server, TAXI_DATABASE)
     dagster_url = recreate_database(server, DAGSTER_DATABASE)
     try:
+        counters = history_postgres.server_counters(taxi_url)
         _load_through_platform(
             options, work, (taxi_url, dagster_url), postmaster_pid(server), results, json_path
         )
+        results["postgres_activity"] = {
+            "server": history_postgres.counters_since(
+                counters, history_postgres.server_counters(taxi_url)
+            ),
+            "tables": history_postgres.table_maintenance(taxi_url, options.taxis),
+        }
         results["table_rows"], results["table_bytes"] = _final_tables(taxi_url, options.taxis)
         results["dagster_storage_bytes"] = _database_bytes(server, DAGSTER_DATABASE)
         if options.with_zoomcamp and not results.get("interrupted"):

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from bench.history_postgres import format_activity
 from bench.report import PEAK_RSS_MAX_BYTES
 
 # The targets for the history (judged here, never in a timed test).
@@ -113,6 +114,8 @@ def format_history(results: dict) -> str:
     )
     if results.get("cpu_seconds"):
         lines.append(format_cpu(results["cpu_seconds"]))
+    if results.get("postgres_activity"):
+        lines.append(format_activity(results["postgres_activity"]))
     zoomcamp = results.get("zoomcamp")
     if zoomcamp:
         lines.append(

@@ -117,6 +117,19 @@ def test_history_says_who_spent_the_cores(tiny_history) -> None:
     assert named <= spent["machine_busy"] + 1
 
 
+def test_history_says_what_the_server_wrote_beside_the_rows(tiny_history) -> None:
+    _, saved = tiny_history
+    activity = saved["postgres_activity"]
+
+    # Every merged row was logged (only the first month, into an empty table, skips the
+    # WAL), so the WAL holds at least the later months' rows at a few dozen bytes each.
+    later_rows = saved["total_rows"] - saved["months"][0]["rows"]
+    assert activity["server"]["wal_bytes"] > 30 * later_rows
+    assert activity["server"]["checkpoints"] >= 0
+    assert set(activity["tables"]) == {"green"}
+    assert activity["tables"]["green"]["autovacuum_seconds"] >= 0
+
+
 def test_history_with_zoomcamp_loads_the_same_months_with_the_flow(tiny_history) -> None:
     _, saved = tiny_history
     zoomcamp = saved["zoomcamp"]
