@@ -17,6 +17,7 @@ import random
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import psycopg
 import pytest
 from psycopg import sql
@@ -108,8 +109,55 @@ def test_staged_ids_equal_postgres_ids_on_awkward_values(database_url: str, tmp_
     rows = write_awkward_month(landed)
     assert stage(database_url, landed).rows_staged == rows
     assert staged_month.read(landed).ids == staged_month.IDS_IN_FILE
+    assert staged_month.read(landed).duckdb_pass == staged_month.LINES_PASS
     assert merge(database_url, landed).rows_inserted == rows
     assert final_rows(database_url) == rows
+    assert ids_postgres_disagrees_with(database_url) == 0
+
+
+def test_the_lines_pass_writes_what_the_fields_pass_writes(tmp_path: Path) -> None:
+    """Every line of the file behind the same id, whichever pass wrote it (the order of
+    the lines aside: neither keeps it)."""
+    landed = tmp_path / YELLOW.csv_name(JANUARY)
+    write_awkward_month(landed)
+    columns = YELLOW.columns_of_header(tuple(landed.read_text().splitlines()[0].split(",")))
+    written = {}
+    for name, statement in {
+        "lines": duckdb_ids.copy_lines_with_ids,
+        "fields": duckdb_ids.copy_with_ids,
+    }.items():
+        target = tmp_path / f"{name}.csv"
+        with duckdb.connect(config=duckdb_ids.connection_config(True)) as db:
+            db.execute(statement(YELLOW, JANUARY, landed, columns, target))
+        header, *lines = target.read_text().splitlines()
+        written[name] = (header, sorted(lines))
+    assert written["lines"] == written["fields"]
+    assert len(written["lines"][1]) == len(landed.read_text().splitlines()) - 1
+
+
+@pytest.mark.parametrize(
+    "quoting",
+    ["every_field_quoted", "a_comma_inside_a_field", "a_carriage_return_inside_a_field"],
+)
+def test_a_file_the_lines_pass_refuses_is_read_field_by_field(
+    database_url: str, tmp_path: Path, quoting: str
+) -> None:
+    landed = tmp_path / YELLOW.csv_name(JANUARY)
+    write_awkward_month(landed, doubles=["1.5", "2.25", "7"])
+    header, *rows = list(csv.reader(landed.open(newline="")))
+    flag = header.index("store_and_fwd_flag")
+    if quoting != "every_field_quoted":
+        rows[1][flag] = "N,Y" if quoting == "a_comma_inside_a_field" else "N\rY"
+    with open(landed, "w", newline="") as rewritten:
+        style = csv.QUOTE_ALL if quoting == "every_field_quoted" else csv.QUOTE_MINIMAL
+        writer = csv.writer(rewritten, quoting=style)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+    assert stage(database_url, landed).rows_staged == 3
+    assert staged_month.read(landed).duckdb_pass == staged_month.FIELDS_PASS
+    assert staged_month.read(landed).ids == staged_month.IDS_IN_FILE
+    assert merge(database_url, landed).rows_inserted == 3
     assert ids_postgres_disagrees_with(database_url) == 0
 
 

@@ -30,6 +30,10 @@ from taxi_platform.lib.sql import duckdb_ids
 # computes them, and Postgres's COPY names the line of a value it cannot parse either).
 IDS_IN_FILE = "in_file"
 IDS_LEFT_TO_POSTGRES = "left_to_postgres"
+# How DuckDB read the landed file: whole lines (``duckdb_ids.copy_lines_with_ids``) or
+# field by field (``duckdb_ids.copy_with_ids``).
+LINES_PASS = "lines"
+FIELDS_PASS = "fields"
 # What makes the pass leave the ids to Postgres: a value that does not parse (a conversion
 # error) or one beyond exact doubles (``duckdb_ids.BEYOND_EXACT_DOUBLES``, raised by
 # ``error()``). Anything else (out of memory, a full disk) fails the staging step.
@@ -48,6 +52,7 @@ class StagedMonth:
     # When staging began, by the database's clock (ISO 8601): a ledger entry of the same
     # file recorded after it means this staged month was merged already (``merged_before``).
     staged_at: str = ""
+    duckdb_pass: str = ""  # LINES_PASS or FIELDS_PASS (empty in sidecars written before)
 
     def file_columns(self, taxi: TaxiType) -> tuple[Column, ...]:
         return taxi.columns_of_header(tuple(self.columns))
@@ -80,16 +85,8 @@ def stage_file(
     for leftover in target.parent.glob(f".{target.name}.*.writing*"):
         leftover.unlink(missing_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.writing")
-    ids = IDS_IN_FILE
     try:
-        rows = _copy_with_ids(taxi, month_start, csv_path, columns, partial, with_ids=True)
-    except VALUES_DUCKDB_CANNOT_PRINT_AS_POSTGRES:
-        ids = IDS_LEFT_TO_POSTGRES
-        try:
-            rows = _copy_with_ids(taxi, month_start, csv_path, columns, partial, with_ids=False)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+        rows, ids, duckdb_pass = _write_with_ids(taxi, month_start, csv_path, columns, partial)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -102,6 +99,7 @@ def stage_file(
         ids=ids,
         columns=[column.name for column in columns],
         staged_at=staged_at.isoformat(),
+        duckdb_pass=duckdb_pass,
     )
     sidecar_partial = partial.with_name(partial.name + ".json")
     sidecar_partial.write_text(json.dumps(asdict(staged)))
@@ -110,15 +108,39 @@ def stage_file(
     return staged
 
 
-def _copy_with_ids(
+def _write_with_ids(
     taxi: TaxiType,
     month_start: date,
     csv_path: Path,
     columns: tuple[Column, ...],
     target: Path,
-    with_ids: bool,
-) -> int:
-    statement = duckdb_ids.copy_with_ids(taxi, month_start, csv_path, columns, target, with_ids)
+) -> tuple[int, str, str]:
+    """The staged file's rows, who computes the ids, and the pass that wrote it: the
+    cheapest that can.
+
+    Plain lines (every trip file we know) go through ``duckdb_ids.copy_lines_with_ids``;
+    a file it refuses (quoted fields, a short line) or a value it cannot print is tried
+    again field by field (``copy_with_ids``), and a value that pass cannot print either
+    leaves the ids to Postgres. Each attempt rewrites ``target`` from the start.
+    """
+    if duckdb_ids.lines_pass_applies(taxi, columns):
+        statement = duckdb_ids.copy_lines_with_ids(taxi, month_start, csv_path, columns, target)
+        try:
+            return _run(statement, with_ids=True), IDS_IN_FILE, LINES_PASS
+        except VALUES_DUCKDB_CANNOT_PRINT_AS_POSTGRES:
+            pass
+    try:
+        statement = duckdb_ids.copy_with_ids(taxi, month_start, csv_path, columns, target)
+        return _run(statement, with_ids=True), IDS_IN_FILE, FIELDS_PASS
+    except VALUES_DUCKDB_CANNOT_PRINT_AS_POSTGRES:
+        statement = duckdb_ids.copy_with_ids(
+            taxi, month_start, csv_path, columns, target, with_ids=False
+        )
+        return _run(statement, with_ids=False), IDS_LEFT_TO_POSTGRES, FIELDS_PASS
+
+
+def _run(statement: str, with_ids: bool) -> int:
+    """One DuckDB ``COPY``; the rows it wrote."""
     with duckdb.connect(config=duckdb_ids.connection_config(with_ids)) as db:
         return db.execute(statement).fetchone()[0]
 
