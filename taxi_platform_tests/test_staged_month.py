@@ -137,7 +137,12 @@ def test_the_lines_pass_writes_what_the_fields_pass_writes(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     "quoting",
-    ["every_field_quoted", "a_comma_inside_a_field", "a_carriage_return_inside_a_field"],
+    [
+        "every_field_quoted",
+        "a_comma_inside_a_field",
+        "a_carriage_return_inside_a_field",
+        "the_lines_pass_separator_inside_a_field",
+    ],
 )
 def test_a_file_the_lines_pass_refuses_is_read_field_by_field(
     database_url: str, tmp_path: Path, quoting: str
@@ -146,8 +151,13 @@ def test_a_file_the_lines_pass_refuses_is_read_field_by_field(
     write_awkward_month(landed, doubles=["1.5", "2.25", "7"])
     header, *rows = list(csv.reader(landed.open(newline="")))
     flag = header.index("store_and_fwd_flag")
-    if quoting != "every_field_quoted":
-        rows[1][flag] = "N,Y" if quoting == "a_comma_inside_a_field" else "N\rY"
+    inside = {
+        "a_comma_inside_a_field": "N,Y",
+        "a_carriage_return_inside_a_field": "N\rY",
+        "the_lines_pass_separator_inside_a_field": f"N{duckdb_ids.LINE_SEPARATOR}Y",
+    }
+    if quoting in inside:
+        rows[1][flag] = inside[quoting]
     with open(landed, "w", newline="") as rewritten:
         style = csv.QUOTE_ALL if quoting == "every_field_quoted" else csv.QUOTE_MINIMAL
         writer = csv.writer(rewritten, quoting=style)
