@@ -44,7 +44,6 @@ def table_maintenance(url: str, taxis: list[TaxiType]) -> dict[str, dict]:
     """Autovacuum's work on each final table in this database (created for the run)."""
     maintenance = {}
     with psycopg.connect(url) as connection:
-        connection.execute("select pg_stat_clear_snapshot()")
         for taxi in taxis:
             row = connection.execute(TABLE_MAINTENANCE, (f"public.{taxi.table}",)).fetchone()
             if row is None:

@@ -154,10 +154,8 @@ def copy_lines_with_ids(
     ``copy_with_ids`` (``staged_month``). An empty field is NULL, as in Postgres's COPY
     and DuckDB's CSV reader.
     """
-    whole_lines = (
-        f"read_csv({literal(csv_path)}, header = true, delim = {literal(LINE_SEPARATOR)}, "
-        f"quote = '', escape = '', auto_detect = false, buffer_size = {CSV_BUFFER_BYTES}, "
-        "columns = {'line': 'VARCHAR'})"
+    whole_lines = read_landed_csv(
+        csv_path, f"delim = {literal(LINE_SEPARATOR)}, quote = '', escape = ''", ["line"]
     )
     not_plain = " or ".join(f"contains(line, {literal(c)})" for c in NOT_IN_A_PLAIN_LINE)
     split = (
@@ -191,11 +189,7 @@ def copy_with_ids(
     ``unique_row_id`` and ``filename`` in front; ``with_ids=False`` leaves the ids empty
     (NULL) for Postgres to compute. DuckDB answers with the number of rows written."""
     names = ", ".join(identifier(c.name) for c in columns)
-    as_text = ", ".join(f"{literal(c.name)}: 'VARCHAR'" for c in columns)
-    source = (
-        f"read_csv({literal(csv_path)}, header = true, delim = ',', quote = '\"', "
-        f"auto_detect = false, buffer_size = {CSV_BUFFER_BYTES}, columns = {{{as_text}}})"
-    )
+    source = read_landed_csv(csv_path, "delim = ',', quote = '\"'", [c.name for c in columns])
     if with_ids:
         row_id, source = unique_row_id(taxi), with_doubles_once(taxi, source)
     else:
@@ -205,6 +199,17 @@ def copy_with_ids(
         f"{literal(taxi.csv_name(month_start))} as filename, {names} from {source}"
     )
     return f"copy ({query}) to {literal(target)} (format csv, header true)"
+
+
+def read_landed_csv(csv_path: Path, dialect: str, column_names: list[str]) -> str:
+    """DuckDB's ``read_csv`` of a landed file past its header, every column as text, with
+    the bounded buffer (``CSV_BUFFER_BYTES``) in both passes; ``dialect`` is its delimiter
+    and quoting."""
+    as_text = ", ".join(f"{literal(name)}: 'VARCHAR'" for name in column_names)
+    return (
+        f"read_csv({literal(csv_path)}, header = true, {dialect}, auto_detect = false, "
+        f"buffer_size = {CSV_BUFFER_BYTES}, columns = {{{as_text}}})"
+    )
 
 
 def identifier(name: str) -> str:
