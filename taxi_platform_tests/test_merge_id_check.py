@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from taxi_platform.lib.catalog import GREEN
 from taxi_platform.lib.postgres_load import merge_month, stage_month
+from taxi_platform.lib.sql import postgres as statements
 from taxi_platform.lib.sql.postgres import COPIED_ROWS_PER_CANDIDATE_FOR_LOOKUPS
+from taxi_platform_tests.support.loaded_month import load_generated_month
 
 JANUARY, FEBRUARY = date(2019, 1, 1), date(2019, 2, 1)
 
@@ -114,3 +117,91 @@ def test_rows_already_held_are_found_wherever_their_pickup_lies(
 def test_into_an_empty_table_every_row_goes_in(database_url: str, tmp_path: Path) -> None:
     rows = [IN_JANUARY, IN_JANUARY, NO_PICKUP, NO_PICKUP, FAR_OFF]
     assert load(database_url, JANUARY, rows, tmp_path) == 5
+
+
+GENERATED_ROWS = 5_000
+MARCH, APRIL = date(2019, 3, 1), date(2019, 4, 1)
+APRIL_RANGE = {"month_start": APRIL, "month_end": date(2019, 5, 1)}
+OUT_OF_MONTH_ROWS = 3
+# April's out-of-month pickups are taken from the middle of March, so that no plan finds
+# them by reading the table from either end.
+MID_MARCH = datetime(2019, 3, 16, 12)
+
+
+@pytest.mark.parametrize("planner", ["no_statistics", "analyzed", "nested_loops_disabled"])
+def test_out_of_month_pickups_are_looked_up_whatever_the_planner_prefers(
+    database_url: str, tmp_path: Path, planner: str
+) -> None:
+    """The earlier rows at the copied month's few out-of-month pickups are found by
+    looking those pickups up, not by reading the whole table, whatever the planner
+    believes: a planner that prefers joins (statistics of a large table, nested loops
+    disabled here) would otherwise join them against every earlier row."""
+    load_generated_month(database_url, tmp_path, GREEN, MARCH, GENERATED_ROWS, seed=5)
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        if planner == "analyzed":
+            connection.execute("analyze green_tripdata")
+        with connection.transaction():
+            # April's file as the merge sees it after its COPY: March's rows a month later,
+            # and a few of March's rows at their own pickups (April's out-of-month rows).
+            copied = connection.execute(
+                "insert into green_tripdata select unique_row_id || '-april', %(april_file)s, "
+                "vendorid, lpep_pickup_datetime + interval '1 month', lpep_dropoff_datetime, "
+                "store_and_fwd_flag, ratecodeid, pulocationid, dolocationid, passenger_count, "
+                "trip_distance, fare_amount, extra, mta_tax, tip_amount, tolls_amount, "
+                "ehail_fee, improvement_surcharge, total_amount, payment_type, trip_type, "
+                "congestion_surcharge from green_tripdata where lpep_pickup_datetime >= "
+                "%(march)s and lpep_pickup_datetime < %(month_start)s "
+                "union all (select unique_row_id, %(april_file)s, vendorid, "
+                "lpep_pickup_datetime, lpep_dropoff_datetime, store_and_fwd_flag, ratecodeid, "
+                "pulocationid, dolocationid, passenger_count, trip_distance, fare_amount, "
+                "extra, mta_tax, tip_amount, tolls_amount, ehail_fee, improvement_surcharge, "
+                "total_amount, payment_type, trip_type, congestion_surcharge "
+                "from green_tripdata where lpep_pickup_datetime >= %(march)s "
+                "and lpep_pickup_datetime < %(month_start)s "
+                "order by abs(extract(epoch from lpep_pickup_datetime - %(mid_march)s)) "
+                "limit %(out_of_month)s)",
+                {
+                    **APRIL_RANGE,
+                    "march": MARCH,
+                    "mid_march": MID_MARCH,
+                    "april_file": GREEN.csv_name(APRIL),
+                    "out_of_month": OUT_OF_MONTH_ROWS,
+                },
+            ).rowcount
+            for setting in (*statements.SESSION_SETTINGS, *statements.MONTH_ROWS_PLAN_SETTINGS):
+                connection.execute(setting)
+            if planner == "nested_loops_disabled":
+                connection.execute("set local enable_nestloop to off")
+            connection.execute(statements.collect_rows_at_month_pickups(GREEN), APRIL_RANGE)
+            before = connection.execute(statements.count_rows_at_pickups()).fetchone()[0]
+            explain = sql.SQL("explain (analyze, format json) ")
+            plan = connection.execute(
+                explain + statements.add_rows_at_out_of_month_pickups(GREEN, APRIL), APRIL_RANGE
+            ).fetchone()[0][0]["Plan"]
+            added = connection.execute(statements.count_rows_at_pickups()).fetchone()[0] - before
+
+    assert copied > GENERATED_ROWS / 2
+    # At least the three March rows themselves sit at those pickups.
+    assert added >= OUT_OF_MONTH_ROWS
+    big_reads = [
+        node
+        for node in _nodes(plan)
+        if node.get("Relation Name") == "green_tripdata" and _rows_read(node) >= copied / 2
+    ]
+    # The copied month is read once, for its out-of-month pickups; nothing else is big.
+    assert len(big_reads) == 1
+
+
+def _rows_read(node: dict) -> float:
+    per_loop = (
+        node["Actual Rows"]
+        + node.get("Rows Removed by Filter", 0)
+        + node.get("Rows Removed by Index Recheck", 0)
+    )
+    return per_loop * node["Actual Loops"]
+
+
+def _nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)

@@ -311,20 +311,30 @@ def add_rows_at_out_of_month_pickups(
     taxi: TaxiType, month_start: date, final_schema: str = "public"
 ) -> sql.Composable:
     """Add the earlier rows at the exact pickups of the month's out-of-month rows; run after
-    the COPY. Everything stays in the server: a semi-join, not a list sent to the client and
-    back (when a file's pickups lie all in another month, that list is the whole month).
-    Parameters: ``month_start``, ``month_end``."""
+    the COPY. Everything stays in the server, not a list sent to the client and back (when
+    a file's pickups lie all in another month, that list is the whole month).
+
+    Each distinct out-of-month pickup is looked up once in the pickup btree, ``lateral``
+    with ``offset 0`` so that the plan does not depend on statistics: written as a
+    semi-join (``pickup in (select ...)``), it left the planner free to join those few
+    pickups against the whole table, as it did in the month's id check once the table had
+    statistics (``checks.ids_shared_with_other_files``). Parameters: ``month_start``,
+    ``month_end``.
+    """
     pickup = pickup_identifier(taxi)
+    final = final_table(taxi, final_schema)
     return sql.SQL(
-        "insert into {rows} select earlier.{pickup}, earlier.unique_row_id "
-        "from {final} as earlier where earlier.{pickup} in (select copied.{pickup} "
-        "from {final} as copied where {written_now} "
-        "and (copied.{pickup} < %(month_start)s or copied.{pickup} >= %(month_end)s)) "
-        "and earlier.xmin <> pg_current_xact_id()::xid"
+        "insert into {rows} select at_edge.{pickup}, at_edge.unique_row_id "
+        "from (select distinct copied.{pickup} as pickup from {final} as copied "
+        "where {written_now} "
+        "and (copied.{pickup} < %(month_start)s or copied.{pickup} >= %(month_end)s)) as edge "
+        "cross join lateral (select earlier.{pickup}, earlier.unique_row_id "
+        "from {final} as earlier where earlier.{pickup} = edge.pickup "
+        "and earlier.xmin <> pg_current_xact_id()::xid offset 0) as at_edge"
     ).format(
         rows=ROWS_AT_PICKUPS,
         pickup=pickup,
-        final=final_table(taxi, final_schema),
+        final=final,
         written_now=_month_rows_written_now(taxi, month_start),
     )
 
