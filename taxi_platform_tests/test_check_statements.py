@@ -18,6 +18,7 @@ from taxi_platform.lib.catalog import GREEN
 from taxi_platform.lib.sql import checks
 from taxi_platform.lib.sql.postgres import MONTH_ROWS_PLAN_SETTINGS
 from taxi_platform_tests.support.loaded_month import load_generated_month
+from taxi_platform_tests.support.plans import large_reads, plan_nodes
 
 ROWS = 5_000
 MARCH, APRIL = date(2019, 3, 1), date(2019, 4, 1)
@@ -108,7 +109,7 @@ def test_the_month_is_probed_once_per_other_row_not_once_per_month_row(
             plan = connection.execute(explain, PARAMETERS).fetchone()[0][0]["Plan"]
 
     assert 0 < others < ROWS / 100
-    nodes = list(_nodes(plan))
+    nodes = list(plan_nodes(plan))
     assert not [node for node in nodes if node["Node Type"] == "Seq Scan"]
     month_lookups = [node for node in nodes if node.get("Alias") == "month"]
     assert month_lookups
@@ -145,24 +146,4 @@ def test_the_month_rows_are_read_once_whatever_the_planner_prefers(
             explain = sql.SQL("explain (analyze, format json) ") + statement
             plan = connection.execute(explain, PARAMETERS).fetchone()[0][0]["Plan"]
 
-    reads_of_the_month = [
-        node
-        for node in _nodes(plan)
-        if node.get("Relation Name") == "green_tripdata" and _rows_read(node) >= ROWS / 2
-    ]
-    assert len(reads_of_the_month) == 1
-
-
-def _rows_read(node: dict) -> float:
-    per_loop = (
-        node["Actual Rows"]
-        + node.get("Rows Removed by Filter", 0)
-        + node.get("Rows Removed by Index Recheck", 0)
-    )
-    return per_loop * node["Actual Loops"]
-
-
-def _nodes(plan: dict):
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _nodes(child)
+    assert len(large_reads(plan, "green_tripdata", at_least=ROWS / 2)) == 1

@@ -25,6 +25,7 @@ from taxi_platform.lib.postgres_load import merge_month, stage_month
 from taxi_platform.lib.sql import postgres as statements
 from taxi_platform.lib.sql.postgres import COPIED_ROWS_PER_CANDIDATE_FOR_LOOKUPS
 from taxi_platform_tests.support.loaded_month import load_generated_month
+from taxi_platform_tests.support.plans import large_reads
 
 JANUARY, FEBRUARY = date(2019, 1, 1), date(2019, 2, 1)
 
@@ -183,25 +184,5 @@ def test_out_of_month_pickups_are_looked_up_whatever_the_planner_prefers(
     assert copied > GENERATED_ROWS / 2
     # At least the three March rows themselves sit at those pickups.
     assert added >= OUT_OF_MONTH_ROWS
-    big_reads = [
-        node
-        for node in _nodes(plan)
-        if node.get("Relation Name") == "green_tripdata" and _rows_read(node) >= copied / 2
-    ]
     # The copied month is read once, for its out-of-month pickups; nothing else is big.
-    assert len(big_reads) == 1
-
-
-def _rows_read(node: dict) -> float:
-    per_loop = (
-        node["Actual Rows"]
-        + node.get("Rows Removed by Filter", 0)
-        + node.get("Rows Removed by Index Recheck", 0)
-    )
-    return per_loop * node["Actual Loops"]
-
-
-def _nodes(plan: dict):
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _nodes(child)
+    assert len(large_reads(plan, "green_tripdata", at_least=copied / 2)) == 1
