@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bench.history_postgres import format_activity
+from bench.history_queue import format_run_queue, run_queue
 from bench.report import PEAK_RSS_MAX_BYTES
 
 # The targets for the history (judged here, never in a timed test).
@@ -57,6 +58,8 @@ def summarize(results: dict) -> None:
     results["total_rows"] = total_rows
     results["rows_per_second"] = total_rows / wall if wall else None
     results["peak_rss_bytes"] = max(peaks) if peaks else None
+    if results.get("launched_at"):
+        results["run_queue"] = run_queue(months, results["launched_at"])
     results["flatness"] = {
         taxi: flatness(months, taxi) for taxi in sorted({month["taxi"] for month in months})
     }
@@ -116,6 +119,8 @@ def format_history(results: dict) -> str:
         lines.append(format_cpu(results["cpu_seconds"]))
     if results.get("postgres_activity"):
         lines.append(format_activity(results["postgres_activity"]))
+    if results.get("run_queue"):
+        lines.append(format_run_queue(results["run_queue"]))
     zoomcamp = results.get("zoomcamp")
     if zoomcamp:
         lines.append(

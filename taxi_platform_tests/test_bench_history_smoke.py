@@ -117,6 +117,18 @@ def test_history_says_who_spent_the_cores(tiny_history) -> None:
     assert named <= spent["machine_busy"] + 1
 
 
+def test_history_says_how_full_the_run_queue_kept_the_machine(tiny_history) -> None:
+    _, saved = tiny_history
+    queue = saved["run_queue"]
+
+    # From the launch to the last run's end, every moment has some number of runs active.
+    assert sum(queue["runs_active_seconds"].values()) == pytest.approx(saved["wall_seconds"], abs=1)
+    assert 0 < queue["first_run_started_seconds"] < saved["wall_seconds"]
+    # Two green runs at a time (dagster.yaml): the third month waited for one to end.
+    assert queue["handoff_seconds"]["handoffs"] >= 1
+    assert queue["handoff_seconds"]["mean"] >= 0
+
+
 def test_history_says_what_the_server_wrote_beside_the_rows(tiny_history) -> None:
     _, saved = tiny_history
     activity = saved["postgres_activity"]
