@@ -127,6 +127,11 @@ OUT_OF_MONTH_ROWS = 3
 # April's out-of-month pickups are taken from the middle of March, so that no plan finds
 # them by reading the table from either end.
 MID_MARCH = datetime(2019, 3, 16, 12)
+TRIP_COLUMNS = ", ".join(column.postgres_name for column in GREEN.columns)
+TRIP_COLUMNS_A_MONTH_LATER = TRIP_COLUMNS.replace(
+    "lpep_pickup_datetime", "lpep_pickup_datetime + interval '1 month'", 1
+)
+IN_MARCH = "lpep_pickup_datetime >= %(march)s and lpep_pickup_datetime < %(month_start)s"
 
 
 @pytest.mark.parametrize("planner", ["no_statistics", "analyzed", "nested_loops_disabled"])
@@ -145,20 +150,11 @@ def test_out_of_month_pickups_are_looked_up_whatever_the_planner_prefers(
             # April's file as the merge sees it after its COPY: March's rows a month later,
             # and a few of March's rows at their own pickups (April's out-of-month rows).
             copied = connection.execute(
-                "insert into green_tripdata select unique_row_id || '-april', %(april_file)s, "
-                "vendorid, lpep_pickup_datetime + interval '1 month', lpep_dropoff_datetime, "
-                "store_and_fwd_flag, ratecodeid, pulocationid, dolocationid, passenger_count, "
-                "trip_distance, fare_amount, extra, mta_tax, tip_amount, tolls_amount, "
-                "ehail_fee, improvement_surcharge, total_amount, payment_type, trip_type, "
-                "congestion_surcharge from green_tripdata where lpep_pickup_datetime >= "
-                "%(march)s and lpep_pickup_datetime < %(month_start)s "
-                "union all (select unique_row_id, %(april_file)s, vendorid, "
-                "lpep_pickup_datetime, lpep_dropoff_datetime, store_and_fwd_flag, ratecodeid, "
-                "pulocationid, dolocationid, passenger_count, trip_distance, fare_amount, "
-                "extra, mta_tax, tip_amount, tolls_amount, ehail_fee, improvement_surcharge, "
-                "total_amount, payment_type, trip_type, congestion_surcharge "
-                "from green_tripdata where lpep_pickup_datetime >= %(march)s "
-                "and lpep_pickup_datetime < %(month_start)s "
+                f"insert into green_tripdata (unique_row_id, filename, {TRIP_COLUMNS}) "
+                f"select unique_row_id || '-april', %(april_file)s, {TRIP_COLUMNS_A_MONTH_LATER} "
+                f"from green_tripdata where {IN_MARCH} "
+                f"union all (select unique_row_id, %(april_file)s, {TRIP_COLUMNS} "
+                f"from green_tripdata where {IN_MARCH} "
                 "order by abs(extract(epoch from lpep_pickup_datetime - %(mid_march)s)) "
                 "limit %(out_of_month)s)",
                 {

@@ -21,6 +21,7 @@ from taxi_platform.lib.postgres_load import merge_month, stage_month
 from taxi_platform.lib.sql import checks
 from taxi_platform.lib.sql.postgres import MONTH_ROWS_PLAN_SETTINGS
 from taxi_platform.tools.generate import write_month
+from taxi_platform_tests.support.plans import plan_nodes
 
 ROWS = 20_000
 
@@ -66,17 +67,8 @@ def test_merge_leaves_no_filename_range_unsummarized(database_url: str, tmp_path
     assert left_over == 0
     # The January lookup reads January's pages: the rows it discards are those sharing its
     # last block range with February, far fewer than another month's 20,000.
-    heap_scan = _node(plan[0]["Plan"], "Bitmap Heap Scan")
+    heap_scan = next(
+        node for node in plan_nodes(plan[0]["Plan"]) if node["Node Type"] == "Bitmap Heap Scan"
+    )
     assert heap_scan["Actual Rows"] * (heap_scan.get("Actual Loops") or 1) >= ROWS
     assert heap_scan.get("Rows Removed by Index Recheck", 0) < ROWS / 4
-
-
-def _node(plan: dict, node_type: str) -> dict:
-    if plan["Node Type"] == node_type:
-        return plan
-    for child in plan.get("Plans", []):
-        try:
-            return _node(child, node_type)
-        except LookupError:
-            continue
-    raise LookupError(node_type)
