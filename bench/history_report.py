@@ -59,7 +59,8 @@ def summarize(results: dict) -> None:
     results["rows_per_second"] = total_rows / wall if wall else None
     results["peak_rss_bytes"] = max(peaks) if peaks else None
     if results.get("launched_at"):
-        results["run_queue"] = run_queue(months, results["launched_at"])
+        # Every run, a failed one too: it held its place in the queue while it ran.
+        results["run_queue"] = run_queue(results["months"], results["launched_at"])
     results["flatness"] = {
         taxi: flatness(months, taxi) for taxi in sorted({month["taxi"] for month in months})
     }
