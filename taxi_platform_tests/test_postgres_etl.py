@@ -259,6 +259,38 @@ def test_truncated_gzip_file_fails_with_a_clear_error(
     assert final_count(database_url, GREEN) == 0
 
 
+def test_corrupt_gzip_file_fails_naming_the_file_and_lands_nothing(
+    mirror_folder: Path, resources: dict, database_url: str, tmp_path: Path
+) -> None:
+    gz_path = write_month(GREEN, JANUARY, 3000, mirror_folder, seed=8)
+    compressed = bytearray(gz_path.read_bytes())
+    middle = len(compressed) // 2
+    compressed[middle : middle + 64] = bytes(64)
+    gz_path.write_bytes(bytes(compressed))
+
+    result = load(GREEN, JANUARY, resources, raise_on_error=False)
+
+    message = failure_message(result)
+    assert "green_tripdata_2019-01.csv (partition green 2019-01-01)" in message
+    assert "not a valid gzip file" in message
+    assert final_count(database_url, GREEN) == 0
+    assert not list((tmp_path / "landing").rglob("*.csv"))
+
+
+def test_gzip_file_of_several_members_lands_all_of_them(
+    mirror_folder: Path, resources: dict, database_url: str
+) -> None:
+    whole = gzip.decompress(write_month(YELLOW, JANUARY, 2000, mirror_folder, seed=3).read_bytes())
+    lines = whole.splitlines(keepends=True)
+    first, second = b"".join(lines[:700]), b"".join(lines[700:])
+    path = mirror_folder / YELLOW.release_path(JANUARY)
+    path.write_bytes(gzip.compress(first, mtime=0) + gzip.compress(second, mtime=0))
+
+    load(YELLOW, JANUARY, resources)
+
+    assert final_count(database_url, YELLOW) == 2000
+
+
 def test_file_cut_mid_line_fails_and_leaves_final_table_unchanged(
     mirror_folder: Path, resources: dict, database_url: str
 ) -> None:

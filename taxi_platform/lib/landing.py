@@ -14,7 +14,6 @@ import os
 import shutil
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
@@ -23,6 +22,11 @@ from typing import Protocol
 
 import requests
 import urllib3
+
+# zlib-ng behind CPython's zlib API (same bytes out, same errors), for the gunzip: about
+# 3.5 times faster than zlib, which was most of the raw step (a 1M-row yellow month, 27 MB
+# gzipped: 0.31-0.39 s with zlib, 0.08-0.09 s with zlib-ng; its sha256 took 0.06 s).
+from zlib_ng import zlib_ng
 
 from taxi_platform.lib.source_errors import SourceUnavailable
 
@@ -345,7 +349,7 @@ class _GunzipWriter:
         self._out = open(self.target, "wb")
         self.stats = _StreamStats()
         self._digest = hashlib.sha256()
-        self._decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        self._decompressor = zlib_ng.decompressobj(wbits=16 + zlib_ng.MAX_WBITS)
         self._newlines = 0
         self._head = b""
         self._header_checked = False
@@ -358,9 +362,9 @@ class _GunzipWriter:
             if self._decompressor.unused_data:
                 # Concatenated gzip members are valid gzip; continue with the next one.
                 rest = self._decompressor.unused_data
-                self._decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                self._decompressor = zlib_ng.decompressobj(wbits=16 + zlib_ng.MAX_WBITS)
                 data += self._decompressor.decompress(rest)
-        except zlib.error as error:
+        except zlib_ng.error as error:
             raise BadTripFile(f"{self.describe}: not a valid gzip file ({error})") from None
         self._write(data)
 
@@ -368,7 +372,7 @@ class _GunzipWriter:
         """Flush, close and check what the whole stream held."""
         try:
             self._write(self._decompressor.flush())
-        except zlib.error as error:
+        except zlib_ng.error as error:
             raise BadTripFile(f"{self.describe}: not a valid gzip file ({error})") from None
         self._close()
         stats = self.stats
