@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -23,6 +24,7 @@ from taxi_platform.defs.trips.sensors import dead_run_reaper
 from taxi_platform.lib.asset_keys import PARTITION_ROW_COUNT
 from taxi_platform.lib.catalog import GREEN
 from taxi_platform.lib.months import partition_key
+from taxi_platform.local import orphaned_backends
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 from taxi_platform.local.ports import free_port
 from taxi_platform.tools.generate import write_month
@@ -282,6 +284,58 @@ def test_first_db_start_after_a_kill_recovers_and_says_what_it_did(
     assert "bug #17731" not in started.stdout
     with psycopg.connect(own_database_url) as connection:
         assert connection.execute("select count(*) from kept").fetchone()[0] == 2
+
+
+def test_db_start_right_after_a_kill_ends_a_statement_the_dead_server_left_running(
+    own_server: EmbeddedPostgres, own_database_url: str
+) -> None:
+    """A backend busy with a long statement outlives its killed postmaster and keeps the
+    shared memory, so a new server would not start until the statement ended (minutes
+    for a big month's COPY): ``db start`` ends it instead, at once."""
+    with psycopg.connect(own_database_url, autocommit=True) as connection:
+        connection.execute("create table kept (id int)")
+        connection.execute("insert into kept values (1), (2)")
+    busy = psycopg.connect(own_database_url, autocommit=True)
+    busy_pid = busy.info.backend_pid
+    # Minutes of work that never waits, so it never looks whether its postmaster lives.
+    endless = threading.Thread(
+        target=_ignoring_a_lost_connection,
+        args=(
+            busy,
+            "select count(*) from generate_series(1, 100000) as a, generate_series(1, 100000) as b",
+        ),
+    )
+    endless.start()
+    try:
+        with psycopg.connect(own_database_url, autocommit=True) as watcher:
+            wait_until(
+                lambda: watcher.execute(
+                    "select state = 'active' from pg_stat_activity where pid = %s", (busy_pid,)
+                ).fetchone()[0],
+                timeout=30,
+                what="the endless statement to run",
+            )
+        os.kill(orphaned_backends.postmaster_pid(own_server.data_dir), signal.SIGKILL)
+
+        started = _db_start(own_server)
+
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "left 1 of its processes running" in started.stdout
+        assert orphaned_backends.is_gone(busy_pid)
+        with psycopg.connect(own_database_url) as connection:
+            assert connection.execute("select count(*) from kept").fetchone()[0] == 2
+    finally:
+        if not orphaned_backends.is_gone(busy_pid):
+            os.kill(busy_pid, signal.SIGKILL)
+        endless.join(timeout=30)
+        busy.close()
+
+
+def _ignoring_a_lost_connection(connection: psycopg.Connection, statement: str) -> None:
+    try:
+        connection.execute(statement)
+    except psycopg.OperationalError:
+        pass
 
 
 def test_db_start_gets_past_the_unlogged_table_recovery_bug_on_the_first_try(

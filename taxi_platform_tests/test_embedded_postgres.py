@@ -3,6 +3,8 @@
 import os
 import stat
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -149,3 +151,27 @@ def test_a_wheel_behind_a_closed_folder_runs_from_a_copy_the_server_user_can_rea
         assert mode(closed) == 0o700  # nothing was opened up
     finally:
         shutil.rmtree(closed, ignore_errors=True)
+
+
+def test_runs_that_start_a_stopped_server_together_all_get_it(scratch_root: Path) -> None:
+    """Every run's first connection starts the server if it is down; four at once must all
+    succeed and share one server (each asked ``pg_ctl`` to start a server of its own, and
+    all but one failed on the first one's lock file)."""
+    server_dir = scratch_root / f"together_{free_port()}"
+    port = free_port()
+    EmbeddedPostgres(server_dir=server_dir, port=port).start().stop()
+    together = threading.Barrier(4)
+
+    def start_when_all_are_ready() -> str:
+        server = EmbeddedPostgres(server_dir=server_dir, port=port)
+        together.wait()
+        server.start()
+        with psycopg.connect(server.url()) as connection:
+            return connection.execute("select pg_postmaster_start_time()::text").fetchone()[0]
+
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            started_at = list(pool.map(lambda _: start_when_all_are_ready(), range(4)))
+        assert len(set(started_at)) == 1
+    finally:
+        EmbeddedPostgres(server_dir=server_dir, port=port).stop()

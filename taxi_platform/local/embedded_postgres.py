@@ -26,6 +26,7 @@ call (``bench.history``: about 30 a second, 2.3 ms of client CPU each at 4,096 r
 from __future__ import annotations
 
 import base64
+import fcntl
 import functools
 import hashlib
 import hmac
@@ -37,15 +38,21 @@ import re
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
+
+from taxi_platform.local import orphaned_backends
 
 SERVER_SYSTEM_USER = "taxi_postgres"
 SCRAM_ITERATIONS = 256
 DEFAULT_PORT = 5433
 TAXI_DATABASE = "taxi"
 DAGSTER_DATABASE = "dagster"
+# In ``server_dir``: held while a caller starts the server (``EmbeddedPostgres.start``).
+START_LOCK_FILE = ".start.lock"
 
 # Settings chosen for bulk monthly loads on a small machine. wal_level=minimal lets a COPY
 # into a table created in the same transaction skip the WAL (no replicas are attached to
@@ -77,6 +84,11 @@ _RETRIED_RECOVERY = (
     "crash recovery stopped at PostgreSQL bug #17731 ('could not create file ...: File "
     "exists', an unlogged table dropped just before the crash); started again, and the "
     "second recovery completed"
+)
+_ORPHANS_ENDED = (
+    "the killed server had left {count} of its processes running (statements of "
+    "transactions that had not committed, rolled back by recovery anyway); they were "
+    "ended so that the server could start"
 )
 _RECOVERED = (
     "the server had not been shut down cleanly (killed, out of memory or the machine "
@@ -196,31 +208,79 @@ class EmbeddedPostgres:
         if not (self.data_dir / "PG_VERSION").exists():
             return False
         status = self._pg_ctl(["status"], check=False)
-        return status.returncode == 0
+        if status.returncode != 0:
+            return False
+        # ``pg_ctl status`` takes a killed postmaster that its parent has not reaped yet
+        # (a zombie) for a running one.
+        pid = orphaned_backends.postmaster_pid(self.data_dir)
+        return pid is None or not orphaned_backends.is_gone(pid)
 
     def start(self) -> EmbeddedPostgres:
-        """Start the server unless it runs; ``notes`` says afterwards what starting it took."""
+        """Start the server unless it runs; ``notes`` says afterwards what starting it took.
+
+        Every run's first connection calls this, so starts are taken one at a time
+        (``_one_start_at_a_time``): a second caller finds the server the first one started,
+        and the processes a killed server left behind are ended by one caller only, before
+        anyone starts a new server beside them.
+        """
         self.notes = []
         self._prepare_folders()
-        if not (self.data_dir / "PG_VERSION").exists():
-            self._initdb()
-        if not self.is_running():
-            crashed = (self.data_dir / "postmaster.pid").exists()
-            log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
-            started = self._pg_ctl_start()
-            if started.returncode != 0 and _RECOVERY_FILE_EXISTS.search(self._log_since(log_start)):
-                self.notes.append(_RETRIED_RECOVERY)
-                started = self._pg_ctl_start()
-            if started.returncode != 0:
-                raise EmbeddedPostgresError(
-                    f"the embedded Postgres in {self.data_dir} did not start on port "
-                    f"{self.port}: {started.stderr.strip() or started.stdout.strip()}; "
-                    f"see {self.log_file}"
-                )
-            if crashed:
-                self.notes.append(_RECOVERED)
-        self._ensure_databases()
+        with self._one_start_at_a_time():
+            if not (self.data_dir / "PG_VERSION").exists():
+                self._initdb()
+            if not self.is_running():
+                self._start_stopped_server()
+            self._ensure_databases()
         return self
+
+    @contextmanager
+    def _one_start_at_a_time(self) -> Iterator[None]:
+        descriptor = os.open(self.server_dir / START_LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
+
+    def _start_stopped_server(self) -> None:
+        crashed = (self.data_dir / "postmaster.pid").exists()
+        if crashed:
+            self._end_orphaned_backends()
+        log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
+        started = self._pg_ctl_start()
+        if started.returncode != 0 and _RECOVERY_FILE_EXISTS.search(self._log_since(log_start)):
+            self.notes.append(_RETRIED_RECOVERY)
+            started = self._pg_ctl_start()
+        if started.returncode != 0:
+            raise EmbeddedPostgresError(
+                f"the embedded Postgres in {self.data_dir} did not start on port "
+                f"{self.port}: {started.stderr.strip() or started.stdout.strip()}; "
+                f"see {self.log_file}"
+            )
+        if crashed:
+            self.notes.append(_RECOVERED)
+
+    def _end_orphaned_backends(self) -> None:
+        """End what a killed postmaster left running, which would stop this start
+        (``orphaned_backends``).
+
+        A killed postmaster that its parent has not reaped yet (a zombie) still holds its
+        pid, and a new one takes ``postmaster.pid`` for the lock of a live server; the
+        file goes once the backends are gone.
+        """
+        dead_postmaster = orphaned_backends.postmaster_pid(self.data_dir)
+        try:
+            ended = orphaned_backends.end_orphans(self.data_dir)
+        except (TimeoutError, PermissionError) as error:
+            raise EmbeddedPostgresError(
+                f"the embedded Postgres in {self.data_dir} cannot start: its killed server "
+                f"left processes running that could not be ended ({error}); end them and "
+                "start again"
+            ) from error
+        if ended:
+            self.notes.append(_ORPHANS_ENDED.format(count=len(ended)))
+        if dead_postmaster is not None and orphaned_backends.is_zombie(dead_postmaster):
+            (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
 
     def _pg_ctl_start(self) -> subprocess.CompletedProcess:
         options = " ".join(f"-c {key}={value}" for key, value in SERVER_SETTINGS.items())

@@ -1,0 +1,107 @@
+"""The backends a killed postmaster leaves behind, found and ended so the server can start.
+
+When the postmaster is killed (``kill -9``, the OOM killer), its backends are not: each
+carries on with its statement and exits only when it next waits and notices the
+postmaster gone. A backend busy with a long ``COPY`` or a check's scan runs on for as long
+as the statement takes, still attached to the server's shared memory, and a new
+postmaster refuses to start beside it ("pre-existing shared memory block ... is still in
+use"). So the next run failed to start the embedded server until the last orphan had
+finished its now pointless work, minutes for a big month.
+
+Their work is lost anyway: crash recovery rolls back every transaction that had not
+committed when the postmaster died, as it does after a power cut, and Postgres itself
+ends every backend at once (``SIGQUIT``) when one of them crashes. Ending the orphans
+with ``SIGKILL`` does the same, sooner.
+
+A server's processes are recognised by their working directory, which every one of them
+sets to its data directory, and by their name. Linux only (``/proc``); elsewhere none are
+found and the start behaves as before.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from pathlib import Path
+
+PROC = Path("/proc")
+SERVER_PROCESS_NAME = "postgres"
+
+
+def postmaster_pid(data_dir: Path) -> int | None:
+    """The pid that ``postmaster.pid`` names, or None without a readable file."""
+    try:
+        return int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def is_gone(pid: int) -> bool:
+    """True when ``pid`` has exited: no such process, or a zombie (it has exited and let go
+    of the shared memory; only its parent has not collected its status yet)."""
+    return _state(pid) in (None, "Z")
+
+
+def is_zombie(pid: int) -> bool:
+    return _state(pid) == "Z"
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (``/proc/PID/stat``), or None when there is no such process."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def server_processes(data_dir: Path) -> list[int]:
+    """Live processes of a server of ``data_dir``: named ``postgres``, working in it."""
+    target = data_dir.resolve()
+    found = []
+    for entry in PROC.glob("[0-9]*"):
+        try:
+            if (entry / "comm").read_text().strip() != SERVER_PROCESS_NAME:
+                continue
+            if Path(os.readlink(entry / "cwd")) != target:
+                continue
+        except OSError:  # exited meanwhile, or not ours to look at
+            continue
+        pid = int(entry.name)
+        if not is_gone(pid):
+            found.append(pid)
+    return found
+
+
+def end_orphans(data_dir: Path, timeout_seconds: float = 30.0) -> list[int]:
+    """SIGKILL the backends of ``data_dir``'s dead postmaster and wait until they exit;
+    the pids ended. Call only once the postmaster is known to be gone."""
+    orphans = server_processes(data_dir)
+    exits = select.poll()
+    handles = []
+    for pid in orphans:
+        try:
+            handle = os.pidfd_open(pid)  # readable once the process has exited
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        handles.append(handle)
+        exits.register(handle, select.POLLIN)
+    try:
+        deadline = time.monotonic() + timeout_seconds
+        waiting = len(handles)
+        while waiting:
+            left_ms = max(0, round((deadline - time.monotonic()) * 1000))
+            ready = exits.poll(left_ms)
+            if not ready:
+                left = [pid for pid in orphans if not is_gone(pid)]
+                raise TimeoutError(f"processes {left} of the killed server did not exit")
+            for handle, _ in ready:
+                exits.unregister(handle)
+                waiting -= 1
+    finally:
+        for handle in handles:
+            os.close(handle)
+    return orphans
