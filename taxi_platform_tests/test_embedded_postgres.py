@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from taxi_platform.local import orphaned_backends
 from taxi_platform.local.embedded_postgres import (
     SCRAM_ITERATIONS,
     SERVER_SYSTEM_USER,
@@ -175,3 +176,20 @@ def test_runs_that_start_a_stopped_server_together_all_get_it(scratch_root: Path
         assert len(set(started_at)) == 1
     finally:
         EmbeddedPostgres(server_dir=server_dir, port=port).stop()
+
+
+def test_a_running_servers_processes_are_never_taken_for_a_killed_ones(
+    postgres_server: EmbeddedPostgres,
+) -> None:
+    """``db start`` ends the processes a killed postmaster left; with the postmaster alive
+    (``pg_ctl status`` wrong, or a start racing another) they are a running server's."""
+    running = orphaned_backends.server_processes(postgres_server.data_dir)
+    postmaster = orphaned_backends.postmaster_pid(postgres_server.data_dir)
+    assert postmaster in running and len(running) > 1
+
+    assert orphaned_backends.end_orphans(postgres_server.data_dir) == []
+
+    with psycopg.connect(postgres_server.url("postgres")) as connection:
+        assert connection.execute("select pg_backend_pid() > 0").fetchone()[0]
+    assert orphaned_backends.postmaster_pid(postgres_server.data_dir) == postmaster
+    assert not orphaned_backends.is_gone(postmaster)

@@ -271,7 +271,7 @@ class EmbeddedPostgres:
         dead_postmaster = orphaned_backends.postmaster_pid(self.data_dir)
         try:
             ended = orphaned_backends.end_orphans(self.data_dir)
-        except (TimeoutError, PermissionError) as error:
+        except OSError as error:  # TimeoutError and PermissionError among them
             raise EmbeddedPostgresError(
                 f"the embedded Postgres in {self.data_dir} cannot start: its killed server "
                 f"left processes running that could not be ended ({error}); end them and "

@@ -77,31 +77,44 @@ def server_processes(data_dir: Path) -> list[int]:
 
 def end_orphans(data_dir: Path, timeout_seconds: float = 30.0) -> list[int]:
     """SIGKILL the backends of ``data_dir``'s dead postmaster and wait until they exit;
-    the pids ended. Call only once the postmaster is known to be gone."""
+    the pids ended. Nothing is ended while the postmaster that ``postmaster.pid`` names is
+    alive: its processes are a running server's."""
+    postmaster = postmaster_pid(data_dir)
+    if postmaster is not None and not is_gone(postmaster):
+        return []
     orphans = server_processes(data_dir)
     exits = select.poll()
-    handles = []
-    for pid in orphans:
-        try:
-            handle = os.pidfd_open(pid)  # readable once the process has exited
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-        handles.append(handle)
-        exits.register(handle, select.POLLIN)
+    handles: list[int] = []
     try:
-        deadline = time.monotonic() + timeout_seconds
-        waiting = len(handles)
-        while waiting:
-            left_ms = max(0, round((deadline - time.monotonic()) * 1000))
-            ready = exits.poll(left_ms)
-            if not ready:
-                left = [pid for pid in orphans if not is_gone(pid)]
-                raise TimeoutError(f"processes {left} of the killed server did not exit")
-            for handle, _ in ready:
-                exits.unregister(handle)
-                waiting -= 1
+        _kill_and_wait(orphans, handles, exits, timeout_seconds)
     finally:
         for handle in handles:
             os.close(handle)
     return orphans
+
+
+def _kill_and_wait(
+    orphans: list[int], handles: list[int], exits: select.poll, timeout_seconds: float
+) -> None:
+    for pid in orphans:
+        try:
+            handle = os.pidfd_open(pid)  # readable once the process has exited
+        except ProcessLookupError:
+            continue
+        handles.append(handle)
+        exits.register(handle, select.POLLIN)
+        try:
+            signal.pidfd_send_signal(handle, signal.SIGKILL)  # never a reused pid
+        except ProcessLookupError:
+            pass  # exited meanwhile: its descriptor is readable already
+    deadline = time.monotonic() + timeout_seconds
+    waiting = len(handles)
+    while waiting:
+        left_ms = max(0, round((deadline - time.monotonic()) * 1000))
+        ready = exits.poll(left_ms)
+        if not ready:
+            left = [pid for pid in orphans if not is_gone(pid)]
+            raise TimeoutError(f"processes {left} of the killed server did not exit")
+        for handle, _ in ready:
+            exits.unregister(handle)
+            waiting -= 1
