@@ -49,12 +49,29 @@ def is_zombie(pid: int) -> bool:
 
 
 def _state(pid: int) -> str | None:
-    """The process's state letter (``/proc/PID/stat``), or None when there is no such process."""
+    """The process's state letter (``/proc/PID/stat``), or None when there is no such
+    process; ``UNKNOWN_STATE`` for a live process whose state cannot be read (no ``/proc``,
+    or one that hides other users' processes)."""
     try:
         stat = (PROC / str(pid) / "stat").read_text()
+    except FileNotFoundError:
+        return None if PROC.is_dir() else _alive_or_none(pid)
     except OSError:
-        return None
+        return _alive_or_none(pid)
     return stat.rsplit(")", 1)[1].split()[0]
+
+
+UNKNOWN_STATE = "?"
+
+
+def _alive_or_none(pid: int) -> str | None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # someone else's, and alive
+        return UNKNOWN_STATE
+    return UNKNOWN_STATE
 
 
 def server_processes(data_dir: Path) -> list[int]:
