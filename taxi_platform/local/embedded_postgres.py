@@ -9,6 +9,7 @@ directories included. Here the server keeps its files in one folder of its own:
         data/              PGDATA, mode 700, owned by the server's system user
         password           the superuser's password, mode 600, never printed
         server.log         the server's log
+        .start.lock        held while a process starts the server
 
 As root the server runs as the system user ``taxi_postgres`` (Postgres refuses to run as
 root), and ``server_dir`` defaults to ``/var/lib/taxi_platform/postgres`` so that no home
