@@ -55,6 +55,7 @@ from bench.history_stack import (
 from bench.run import RESULTS_DIR
 from taxi_platform.lib.catalog import TAXIS, TaxiType
 from taxi_platform.lib.months import parse_month
+from taxi_platform.local import orphaned_backends
 from taxi_platform.local.embedded_postgres import SERVER_SETTINGS, EmbeddedPostgres
 from taxi_platform.local.ports import free_port
 
@@ -197,8 +198,11 @@ def _skeleton(
 
 
 def postmaster_pid(server: EmbeddedPostgres) -> int:
-    """The server's first process, parent of every backend (first line of postmaster.pid)."""
-    return int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    """The server's first process, parent of every backend; the server has just started."""
+    pid = orphaned_backends.postmaster_pid(server.data_dir)
+    if pid is None:
+        raise RuntimeError(f"no postmaster.pid in {server.data_dir}: the server is not running")
+    return pid
 
 
 def _load_through_platform(

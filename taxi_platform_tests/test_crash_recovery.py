@@ -80,7 +80,7 @@ def crash_resources(own_database_url: str, tmp_path: Path) -> Iterator[dict]:
 
 def kill_postmaster(server: EmbeddedPostgres) -> None:
     """SIGKILL the postmaster, then wait for its backends to notice and exit."""
-    postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    postmaster = orphaned_backends.postmaster_pid(server.data_dir)
     children = [
         stat.parent.name
         for stat in Path("/proc").glob("[0-9]*/stat")

@@ -187,7 +187,7 @@ def test_a_running_servers_processes_are_never_taken_for_a_killed_ones(
     postmaster = orphaned_backends.postmaster_pid(postgres_server.data_dir)
     assert postmaster in running and len(running) > 1
 
-    assert orphaned_backends.end_orphans(postgres_server.data_dir) == []
+    assert orphaned_backends.clear_dead_server(postgres_server.data_dir) == []
 
     with psycopg.connect(postgres_server.url("postgres")) as connection:
         assert connection.execute("select pg_backend_pid() > 0").fetchone()[0]

@@ -262,16 +262,10 @@ class EmbeddedPostgres:
             self.notes.append(_RECOVERED)
 
     def _end_orphaned_backends(self) -> None:
-        """End what a killed postmaster left running, which would stop this start
-        (``orphaned_backends``).
-
-        A killed postmaster that its parent has not reaped yet (a zombie) still holds its
-        pid, and a new one takes ``postmaster.pid`` for the lock of a live server; the
-        file goes once the backends are gone.
-        """
-        dead_postmaster = orphaned_backends.postmaster_pid(self.data_dir)
+        """Clear what a killed postmaster left running, which would stop this start
+        (``orphaned_backends``), and say so in ``notes``."""
         try:
-            ended = orphaned_backends.end_orphans(self.data_dir)
+            ended = orphaned_backends.clear_dead_server(self.data_dir)
         except OSError as error:  # TimeoutError and PermissionError among them
             raise EmbeddedPostgresError(
                 f"the embedded Postgres in {self.data_dir} cannot start: its killed server "
@@ -280,8 +274,6 @@ class EmbeddedPostgres:
             ) from error
         if ended:
             self.notes.append(_ORPHANS_ENDED.format(count=len(ended)))
-        if dead_postmaster is not None and orphaned_backends.is_zombie(dead_postmaster):
-            (self.data_dir / "postmaster.pid").unlink(missing_ok=True)
 
     def _pg_ctl_start(self) -> subprocess.CompletedProcess:
         options = " ".join(f"-c {key}={value}" for key, value in SERVER_SETTINGS.items())

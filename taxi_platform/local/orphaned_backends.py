@@ -28,6 +28,8 @@ from pathlib import Path
 
 PROC = Path("/proc")
 SERVER_PROCESS_NAME = "postgres"
+# The state of a live process that cannot be read (``_state``).
+UNKNOWN_STATE = "?"
 
 
 def postmaster_pid(data_dir: Path) -> int | None:
@@ -61,16 +63,13 @@ def _state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-UNKNOWN_STATE = "?"
-
-
 def _alive_or_none(pid: int) -> str | None:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return None
     except PermissionError:  # someone else's, and alive
-        return UNKNOWN_STATE
+        pass
     return UNKNOWN_STATE
 
 
@@ -92,10 +91,15 @@ def server_processes(data_dir: Path) -> list[int]:
     return found
 
 
-def end_orphans(data_dir: Path, timeout_seconds: float = 30.0) -> list[int]:
-    """SIGKILL the backends of ``data_dir``'s dead postmaster and wait until they exit;
-    the pids ended. Nothing is ended while the postmaster that ``postmaster.pid`` names is
-    alive: its processes are a running server's."""
+def clear_dead_server(data_dir: Path, timeout_seconds: float = 30.0) -> list[int]:
+    """Clear what ``data_dir``'s killed postmaster left in a new server's way; the pids of
+    the backends ended.
+
+    Its backends get SIGKILL, and the start waits until they have exited. Its
+    ``postmaster.pid`` goes if the postmaster is a zombie: that still holds its pid, and a
+    new postmaster takes the file for the lock of a live server. Nothing is touched while
+    the postmaster that the file names is alive: its processes are a running server's.
+    """
     postmaster = postmaster_pid(data_dir)
     if postmaster is not None and not is_gone(postmaster):
         return []
@@ -107,6 +111,8 @@ def end_orphans(data_dir: Path, timeout_seconds: float = 30.0) -> list[int]:
     finally:
         for handle in handles:
             os.close(handle)
+    if postmaster is not None and is_zombie(postmaster):
+        (data_dir / "postmaster.pid").unlink(missing_ok=True)
     return orphans
 
 
