@@ -65,3 +65,65 @@ def test_a_peak_between_two_samples_is_not_missed(tmp_path) -> None:
 
     assert resident_now < 100 * 1024 * 1024
     assert sampler.peaks.peak(child.pid, started - 1, started + 1) >= 200 * 1024 * 1024
+
+
+RUN_PROCESS_TREE = """
+import multiprocessing, subprocess, sys
+
+HELPER = (
+    "import sys; block = bytearray(60 * 1024 * 1024)\\n"
+    "for i in range(0, len(block), 4096): block[i] = 1\\n"
+    "print('held', flush=True); sys.stdin.read()"
+)
+
+def run(report):
+    block = bytearray(200 * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    helper = subprocess.Popen(
+        [sys.executable, "-c", HELPER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    helper.stdout.readline()
+    report.send(helper.pid)
+    report.recv()
+    helper.communicate(b"")
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(target=run, args=(theirs,))
+    process.start()
+    helper_pid = ours.recv()
+    print(process.pid, helper_pid, flush=True)
+    sys.stdin.readline()
+    ours.send("done")
+    process.join()
+"""
+
+
+def test_a_run_counts_its_helpers_and_the_server_above_it_counts_only_itself(tmp_path) -> None:
+    """The shape of the code server's tree: a server (a plain process) starts a run with
+    multiprocessing's spawn, as Dagster's run launcher does, and the run starts a helper
+    holding 60 MB of its own (the compute-log ``tail`` processes). The run's peak holds the
+    helper's; the server's does not hold the run's (reading every run's page map for it
+    was most of the sampler's cost)."""
+    script = tmp_path / "server.py"
+    script.write_text(RUN_PROCESS_TREE)
+    server = subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        run_pid, helper_pid = map(int, server.stdout.readline().split())
+        started = {pid: psutil.Process(pid).create_time() for pid in (server.pid, run_pid)}
+        helper_alone = psutil.Process(helper_pid).memory_full_info().uss
+        sampler = Sampler(root_pid=psutil.Process().pid, landing=tmp_path)
+        sampler.sample_once()
+    finally:
+        server.communicate(b"\n", timeout=60)
+
+    def peak(pid: int) -> int:
+        return sampler.peaks.peak(pid, started[pid] - 1, started[pid] + 1)
+
+    assert helper_alone > 50 * 1024 * 1024
+    assert peak(run_pid) >= 200 * 1024 * 1024 + helper_alone
+    assert peak(server.pid) < 100 * 1024 * 1024
