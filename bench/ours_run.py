@@ -27,6 +27,10 @@ PROCESS_STARTED = time.time()
 
 import dagster as dg  # noqa: E402
 
+# The code location, as a run's process loads it: its imports are part of a run's cost,
+# and importing it sets how the process collects garbage
+# (``definitions.leave_long_lived_objects_to_exit``).
+import taxi_platform.definitions  # noqa: E402, F401
 from taxi_platform.defs.trips.postgres import (  # noqa: E402
     etl_assets,  # noqa: E402
     postgres_table_key,
