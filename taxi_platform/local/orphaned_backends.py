@@ -104,40 +104,39 @@ def clear_dead_server(data_dir: Path, timeout_seconds: float = 30.0) -> list[int
     if postmaster is not None and not is_gone(postmaster):
         return []
     orphans = server_processes(data_dir)
-    exits = select.poll()
-    handles: list[int] = []
-    try:
-        _kill_and_wait(orphans, handles, exits, timeout_seconds)
-    finally:
-        for handle in handles:
-            os.close(handle)
+    _kill_and_wait(orphans, timeout_seconds)
     if postmaster is not None and is_zombie(postmaster):
         (data_dir / "postmaster.pid").unlink(missing_ok=True)
     return orphans
 
 
-def _kill_and_wait(
-    orphans: list[int], handles: list[int], exits: select.poll, timeout_seconds: float
-) -> None:
-    for pid in orphans:
-        try:
-            handle = os.pidfd_open(pid)  # readable once the process has exited
-        except ProcessLookupError:
-            continue
-        handles.append(handle)
-        exits.register(handle, select.POLLIN)
-        try:
-            signal.pidfd_send_signal(handle, signal.SIGKILL)  # never a reused pid
-        except ProcessLookupError:
-            pass  # exited meanwhile: its descriptor is readable already
-    deadline = time.monotonic() + timeout_seconds
-    waiting = len(handles)
-    while waiting:
-        left_ms = max(0, round((deadline - time.monotonic()) * 1000))
-        ready = exits.poll(left_ms)
-        if not ready:
-            left = [pid for pid in orphans if not is_gone(pid)]
-            raise TimeoutError(f"processes {left} of the killed server did not exit")
-        for handle, _ in ready:
-            exits.unregister(handle)
-            waiting -= 1
+def _kill_and_wait(orphans: list[int], timeout_seconds: float) -> None:
+    """SIGKILL each of ``orphans`` through a pidfd and wait until all have exited."""
+    exits = select.poll()
+    handles: list[int] = []
+    try:
+        for pid in orphans:
+            try:
+                handle = os.pidfd_open(pid)  # readable once the process has exited
+            except ProcessLookupError:
+                continue
+            handles.append(handle)
+            exits.register(handle, select.POLLIN)
+            try:
+                signal.pidfd_send_signal(handle, signal.SIGKILL)  # never a reused pid
+            except ProcessLookupError:
+                pass  # exited meanwhile: its descriptor is readable already
+        deadline = time.monotonic() + timeout_seconds
+        waiting = len(handles)
+        while waiting:
+            left_ms = max(0, round((deadline - time.monotonic()) * 1000))
+            ready = exits.poll(left_ms)
+            if not ready:
+                left = [pid for pid in orphans if not is_gone(pid)]
+                raise TimeoutError(f"processes {left} of the killed server did not exit")
+            for handle, _ in ready:
+                exits.unregister(handle)
+                waiting -= 1
+    finally:
+        for handle in handles:
+            os.close(handle)
