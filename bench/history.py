@@ -43,6 +43,7 @@ from bench import history_postgres, history_report, history_zoomcamp
 from bench.history_backfill import BackfillWatch, run_backfill
 from bench.history_cpu import CpuAccount
 from bench.history_data import PlannedMonth, generate, planned_months
+from bench.history_postgres_cpu import PostgresCpuSampler, with_not_seen
 from bench.history_runs import MonthRun
 from bench.history_sampler import Sampler
 from bench.history_stack import (
@@ -232,8 +233,13 @@ def _load_through_platform(
 
             first, last = f"{options.first:%Y-%m}", f"{options.last:%Y-%m}"
             cpu = CpuAccount(stack_parts(stack, postgres_pid))
-            launched_at = run_backfill(watch, options.taxi_option, first, last, progress)
+            taxi_database = psycopg.conninfo.conninfo_to_dict(taxi_url)["dbname"]
+            with PostgresCpuSampler(taxi_url, {taxi_database}) as postgres_cpu:
+                launched_at = run_backfill(watch, options.taxi_option, first, last, progress)
             results["cpu_seconds"] = cpu.spent()
+            results["postgres_cpu_by_activity"] = with_not_seen(
+                postgres_cpu.seconds, results["cpu_seconds"]["postgres"]
+            )
             runs = watch.month_runs()
         results["launched_at"] = launched_at
         results["interrupted"] = watch.interrupted

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bench.history_postgres import format_activity
+from bench.history_postgres_cpu import format_postgres_cpu
 from bench.history_queue import format_run_queue, run_queue
 from bench.report import PEAK_RSS_MAX_BYTES
 
@@ -118,6 +119,8 @@ def format_history(results: dict) -> str:
     )
     if results.get("cpu_seconds"):
         lines.append(format_cpu(results["cpu_seconds"]))
+    if results.get("postgres_cpu_by_activity"):
+        lines.append(format_postgres_cpu(results["postgres_cpu_by_activity"]))
     if results.get("postgres_activity"):
         lines.append(format_activity(results["postgres_activity"]))
     if results.get("run_queue"):

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from bench.history import TAXI_DATABASE, HistoryOptions, run_history
+from bench.history_postgres_cpu import NOT_SEEN
 from taxi_platform.local.embedded_postgres import EmbeddedPostgres
 
 # About 3,000 rows a month (green 2019-01 has 672,105).
@@ -115,6 +116,13 @@ def test_history_says_who_spent_the_cores(tiny_history) -> None:
     assert spent["daemon"] > 0
     named = sum(v for k, v in spent.items() if not k.startswith("machine_") and k != "other")
     assert named <= spent["machine_busy"] + 1
+    # Postgres's share split by statement: what was credited and what nobody was seen
+    # spending add up to the server's total (each entry rounded to 0.1).
+    by_statement = saved["postgres_cpu_by_activity"]
+    assert NOT_SEEN in by_statement and min(by_statement.values()) >= 0
+    assert sum(by_statement.values()) == pytest.approx(
+        spent["postgres"], abs=0.05 * len(by_statement) + 0.2
+    )
 
 
 def test_history_says_how_full_the_run_queue_kept_the_machine(tiny_history) -> None:
