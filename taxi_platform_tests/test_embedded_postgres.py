@@ -17,7 +17,9 @@ from taxi_platform.local.embedded_postgres import (
     SERVER_SYSTEM_USER,
     EmbeddedPostgres,
     EmbeddedPostgresError,
+    memory_bytes,
     scram_iterations,
+    shared_buffers_for,
 )
 from taxi_platform.local.ports import free_port
 
@@ -47,6 +49,29 @@ def test_server_keeps_its_data_private_and_listens_on_loopback_only(
     assert int(settings["server_version_num"]) >= 180000
     assert settings["password_encryption"] == "scram-sha-256"
     assert users == ["postgres"]
+
+
+def test_shared_buffers_are_a_quarter_of_the_memory_it_may_use(
+    postgres_server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    gib = 2**30
+    assert shared_buffers_for(2 * gib) == "512MB"
+    assert shared_buffers_for(gib // 4) == "128MB"  # never below PostgreSQL's default
+    assert shared_buffers_for(64 * gib) == "4096MB"
+    # A container's limit counts where it is lower than the machine's memory.
+    unlimited, limited = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    unlimited.write_text("max\n")
+    limited.write_text(f"{gib}\n")
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert memory_bytes((unlimited, tmp_path / "absent")) == machine
+    assert memory_bytes((unlimited, limited)) == min(machine, gib)
+    # The server runs with it: a quarter of what this machine may use, within the bounds.
+    expected_megabytes = int(shared_buffers_for(memory_bytes()).removesuffix("MB"))
+    with psycopg.connect(postgres_server.url("postgres")) as connection:
+        buffers = connection.execute(
+            "select setting::bigint * 8192 from pg_settings where name = 'shared_buffers'"
+        ).fetchone()[0]
+    assert buffers == expected_megabytes * 2**20
 
 
 def test_a_wrong_password_is_refused(postgres_server: EmbeddedPostgres) -> None:
