@@ -85,9 +85,9 @@ def shared_buffers_for(memory: int) -> str:
     monthly summary, and a yellow month's pages are about 1.7 GB. With 512 MB of buffers
     every read came back through the kernel's page cache (the server's ``io worker``
     processes copying and checksumming each page); ``bench.history`` at full scale spent
-    49.8 core-seconds there, against 18.0 with 4 GB, and 852 against 810 in Postgres
-    altogether. Checkpoints then write what backends evicted before (the checkpointer
-    3.4 -> 19.2 core-seconds), which is where the WAL has it anyway.
+    49.8 core-seconds there, against 18.0 and 17.6 with 4 GB (two runs), and 852 against
+    810 and 812 in Postgres altogether. The checkpointer then writes the pages that
+    backends wrote out when they evicted them (3.4 -> 19 core-seconds).
     """
     megabytes = memory // 4 // 2**20
     return f"{min(max(megabytes, SHARED_BUFFERS_MIN_MB), SHARED_BUFFERS_MAX_MB)}MB"
