@@ -64,7 +64,7 @@ class BackfillWatch:
                 if month.run_id not in self.finished_runs:
                     run = month_run(client, taxi, month.run_id)
                     if run.pid is not None:
-                        run.peak_rss_bytes = _run_peak(self.peaks, run)
+                        run.peak_rss_bytes, run.peak_rss_helpers_bytes = _run_peak(self.peaks, run)
                     self.finished_runs[month.run_id] = run
         by_taxi: dict[str, list[MonthRun]] = {}
         for run in self.finished_runs.values():
@@ -140,7 +140,11 @@ def run_backfill(
     return started_at
 
 
-def _run_peak(peaks: ProcessPeaks, run: MonthRun) -> int | None:
-    """The sampled peak of the run's own process (its pid, started just before the run)."""
-    started = run.ended_at - run.seconds
-    return peaks.peak(run.pid, started - PROCESS_START_SLACK_SECONDS, started + 1)
+def _run_peak(peaks: ProcessPeaks, run: MonthRun) -> tuple[int | None, int | None]:
+    """The sampled peak of the run's own process (its pid, started just before the run),
+    and what its helpers held alone at that sample."""
+    window = (
+        run.ended_at - run.seconds - PROCESS_START_SLACK_SECONDS,
+        run.ended_at - run.seconds + 1,
+    )
+    return peaks.peak(run.pid, *window), peaks.helpers_at_peak(run.pid, *window)

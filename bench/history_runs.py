@@ -65,6 +65,7 @@ class MonthRun:
     ended_at: float = 0.0
     pid: int | None = None
     peak_rss_bytes: int | None = None
+    peak_rss_helpers_bytes: int | None = None  # the part of the peak its helpers held
     table_rows_before: int = 0
 
     def per_million(self, seconds: float) -> float | None:
@@ -87,6 +88,7 @@ class MonthRun:
                 self.per_million(self.steps.get("final", 0.0))
             ),
             "peak_rss_bytes": self.peak_rss_bytes,
+            "peak_rss_helpers_bytes": self.peak_rss_helpers_bytes,
             "created_at": self.created_at,
             "ended_at": self.ended_at,
         }

@@ -53,25 +53,38 @@ def folder_bytes(folder: Path) -> int:
 
 @dataclass
 class ProcessPeaks:
-    """Peak memory per process, keyed by pid and start time.
+    """Peak memory per process, keyed by pid and start time, with the part of it its
+    helpers held alone at that sample (so that a high peak says whose it was).
 
     A pid alone is not a process: this machine's pid_max is 32,768 and a full history
     starts more processes than that (Postgres's parallel workers among them), so keyed by
     pid, a run could be credited with the peak of an earlier process that had its pid.
     """
 
-    by_process: dict[tuple[int, float], int] = field(default_factory=dict)
+    by_process: dict[tuple[int, float], tuple[int, int]] = field(default_factory=dict)
 
-    def record(self, pid: int, started_at: float, rss: int) -> None:
+    def record(self, pid: int, started_at: float, rss: int, helpers: int = 0) -> None:
+        """``rss``: the process's own peak and its helpers' memory; ``helpers``: the latter."""
         key = (pid, started_at)
-        if rss > self.by_process.get(key, 0):
-            self.by_process[key] = rss
+        if rss > self.by_process.get(key, (0, 0))[0]:
+            self.by_process[key] = (rss, helpers)
 
     def peak(self, pid: int, started_after: float, started_before: float) -> int | None:
         """The peak of the process ``pid`` started in that window (epoch seconds)."""
+        found = self._highest(pid, started_after, started_before)
+        return found[0] if found else None
+
+    def helpers_at_peak(self, pid: int, started_after: float, started_before: float) -> int | None:
+        """What the helpers held alone at the sample that gave ``peak``."""
+        found = self._highest(pid, started_after, started_before)
+        return found[1] if found else None
+
+    def _highest(
+        self, pid: int, started_after: float, started_before: float
+    ) -> tuple[int, int] | None:
         peaks = [
-            rss
-            for (sampled_pid, started_at), rss in self.by_process.items()
+            peak
+            for (sampled_pid, started_at), peak in self.by_process.items()
             if sampled_pid == pid and started_after <= started_at <= started_before
         ]
         return max(peaks) if peaks else None
@@ -119,7 +132,7 @@ class Sampler:
                 continue
             below = descendants(process.pid, children) if run else []
             held_alone = sum(_unique_bytes(child, unique_bytes) for child in below)
-            self.peaks.record(process.pid, started_at, own + held_alone)
+            self.peaks.record(process.pid, started_at, own + held_alone, held_alone)
 
 
 def is_run_process(process: psutil.Process) -> bool:

@@ -93,6 +93,10 @@ def test_history_reports_memory_totals_and_a_plot(tiny_history) -> None:
 
     # Every run's process was sampled: a Dagster run process holds well over 50 MB.
     assert all(month["peak_rss_bytes"] > 50 * 2**20 for month in saved["months"])
+    # The part of each peak that the run's helpers (compute-log ``tail``) held alone.
+    assert all(
+        0 <= month["peak_rss_helpers_bytes"] < month["peak_rss_bytes"] for month in saved["months"]
+    )
     assert saved["peak_rss_bytes"] == max(month["peak_rss_bytes"] for month in saved["months"])
     assert saved["rows_per_second"] == pytest.approx(
         saved["total_rows"] / saved["wall_seconds"], rel=1e-3
