@@ -99,8 +99,12 @@ class PostgresCpuSampler:
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        if self._thread.is_alive() or self._connection.closed:
+            return
         try:
             self.sample_once()
+        except psycopg.Error:
+            pass  # the server went away at the end; the backfill's outcome is what counts
         finally:
             self._connection.close()
 
@@ -108,8 +112,10 @@ class PostgresCpuSampler:
         while not self._stop.wait(self.interval):
             try:
                 self.sample_once()
-            except psycopg.OperationalError:
-                return  # the server went away; what was credited so far stands
+            except psycopg.Error:
+                # The server went away: what was credited so far stands.
+                self._connection.close()
+                return
 
     def sample_once(self, credit: bool = True) -> None:
         """Credit each process's CPU since the last sample to what it was doing then; a

@@ -100,3 +100,16 @@ def test_statement_names_blank_literals_and_spacing() -> None:
     )
     assert statement_name("select 'it''s', 1") == "select '…', 1"
     assert len(statement_name("select " + "x, " * 100)) == 64
+
+
+def test_a_server_that_goes_away_ends_the_sampling_not_the_benchmark(database_url: str) -> None:
+    """The sampler's own connection is ended, as a server crash would end it: the thread
+    stops and leaving the account raises nothing, so the backfill's results still count."""
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        with PostgresCpuSampler(database_url, {_database(database_url)}, interval=0.05) as sampler:
+            sampler_pid = sampler._connection.info.backend_pid
+            admin.execute("select pg_terminate_backend(%s)", (sampler_pid,))
+            sampler._thread.join(timeout=10)
+            assert not sampler._thread.is_alive()
+            samples = sampler.samples
+    assert sampler.samples == samples
