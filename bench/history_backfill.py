@@ -143,8 +143,6 @@ def run_backfill(
 def _run_peak(peaks: ProcessPeaks, run: MonthRun) -> tuple[int | None, int | None]:
     """The sampled peak of the run's own process (its pid, started just before the run),
     and what its helpers held alone at that sample."""
-    window = (
-        run.ended_at - run.seconds - PROCESS_START_SLACK_SECONDS,
-        run.ended_at - run.seconds + 1,
-    )
-    return peaks.peak(run.pid, *window), peaks.helpers_at_peak(run.pid, *window)
+    started = run.ended_at - run.seconds
+    found = peaks.peak_with_helpers(run.pid, started - PROCESS_START_SLACK_SECONDS, started + 1)
+    return found if found else (None, None)

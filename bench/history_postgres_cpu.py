@@ -132,7 +132,7 @@ class PostgresCpuSampler:
             cpu = process_cpu_seconds(pid)
             if cpu is None:
                 continue
-            now = doing.get(leader, doing[pid]) if leader and leader != pid else doing[pid]
+            now = doing.get(leader, doing[pid])  # a parallel worker: its leader's statement
             key = (pid, float(started or 0))
             before_cpu, before = self._last.get(key, (0.0, now))
             if credit:

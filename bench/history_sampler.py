@@ -71,17 +71,13 @@ class ProcessPeaks:
 
     def peak(self, pid: int, started_after: float, started_before: float) -> int | None:
         """The peak of the process ``pid`` started in that window (epoch seconds)."""
-        found = self._highest(pid, started_after, started_before)
+        found = self.peak_with_helpers(pid, started_after, started_before)
         return found[0] if found else None
 
-    def helpers_at_peak(self, pid: int, started_after: float, started_before: float) -> int | None:
-        """What the helpers held alone at the sample that gave ``peak``."""
-        found = self._highest(pid, started_after, started_before)
-        return found[1] if found else None
-
-    def _highest(
+    def peak_with_helpers(
         self, pid: int, started_after: float, started_before: float
     ) -> tuple[int, int] | None:
+        """``peak``, and what the helpers held alone at the sample that gave it."""
         peaks = [
             peak
             for (sampled_pid, started_at), peak in self.by_process.items()

@@ -21,7 +21,9 @@ def test_a_reused_pid_keeps_each_process_peak_apart() -> None:
     peaks.record(pid=4242, started_at=2_000.0, rss=310_000_000, helpers=1)  # lower, later
 
     assert peaks.peak(4242, started_after=1_900.0, started_before=2_001.0) == 330_000_000
-    assert peaks.helpers_at_peak(4242, started_after=1_900.0, started_before=2_001.0) == 9_000_000
+    assert (
+        peaks.peak_with_helpers(4242, started_after=1_900.0, started_before=2_001.0)[1] == 9_000_000
+    )
     assert peaks.peak(4242, started_after=900.0, started_before=1_001.0) == 470_000_000
     assert peaks.peak(4242, started_after=2_500.0, started_before=3_000.0) is None
     assert peaks.peak(4343, started_after=0.0, started_before=3_000.0) is None
@@ -129,9 +131,13 @@ def test_a_run_counts_its_helpers_and_the_server_above_it_counts_only_itself(tmp
     assert peak(run_pid) >= 200 * 1024 * 1024 + helper_alone
     assert peak(server.pid) < 100 * 1024 * 1024
     # The peak says how much of it was the helpers'.
-    helpers = sampler.peaks.helpers_at_peak(run_pid, started[run_pid] - 1, started[run_pid] + 1)
+    helpers = sampler.peaks.peak_with_helpers(run_pid, started[run_pid] - 1, started[run_pid] + 1)[
+        1
+    ]
     assert helper_alone - 5 * 1024 * 1024 <= helpers < helper_alone + 20 * 1024 * 1024
     assert (
-        sampler.peaks.helpers_at_peak(server.pid, started[server.pid] - 1, started[server.pid] + 1)
+        sampler.peaks.peak_with_helpers(
+            server.pid, started[server.pid] - 1, started[server.pid] + 1
+        )[1]
         == 0
     )
