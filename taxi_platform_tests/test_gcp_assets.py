@@ -37,7 +37,7 @@ from taxi_platform.lib.asset_keys import (
 )
 from taxi_platform.lib.catalog import GREEN, YELLOW, TaxiType
 from taxi_platform.lib.months import partition_key
-from taxi_platform.lib.warehouse import DuckDBWarehouse
+from taxi_platform.lib.warehouse.duckdb_standin import DuckDBWarehouse
 from taxi_platform.local.gcp_standins import start_fake_gcs, start_local_gcp, stop_local_gcp
 from taxi_platform.resources import LandingArea, TripFileSource
 from taxi_platform.resources.gcp import (

@@ -15,7 +15,8 @@ from sqlglot import exp
 
 from taxi_platform.lib.catalog import GREEN, TAXIS, YELLOW
 from taxi_platform.lib.sql import bigquery as bq_sql
-from taxi_platform.lib.warehouse import DuckDBWarehouse, to_duckdb
+from taxi_platform.lib.warehouse.duckdb_standin import DuckDBWarehouse
+from taxi_platform.lib.warehouse.transpile import to_duckdb
 
 JANUARY = date(2019, 1, 1)
 PROJECT, DATASET, BUCKET = "taxi-test", "zoomcamp", "trips-bucket"

@@ -45,7 +45,6 @@ from pydantic import Field
 from taxi_platform.lib.pool_limits import apply_pool_limits
 from taxi_platform.lib.warehouse import (
     BigQueryWarehouse,
-    DuckDBWarehouse,
     GcpError,
     GcpSettingMissing,
     GoogleCall,
@@ -398,6 +397,9 @@ class TaxiBigQueryResource(BigQueryResource):
                     "TAXI_LOCAL_GCS_ROOT is not set: the local BigQuery stand-in reads "
                     "external tables from fake-gcs-server's folder"
                 )
+            # Here, not at the top: only the local stand-in needs sqlglot (lib/warehouse).
+            from taxi_platform.lib.warehouse.duckdb_standin import DuckDBWarehouse
+
             yield DuckDBWarehouse(
                 Path(self.local_database), Path(self.local_gcs_root), self.required_project
             )
