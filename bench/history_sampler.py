@@ -13,9 +13,10 @@ descendant's page map several times cost 35 core-seconds in a 230 s backfill, 8%
 two cores the loads had. A process's own part is its peak resident set as the kernel keeps
 it (``VmHWM``), so a peak between two samples is not missed and half a second apart is
 often enough; what its descendants hold alone (USS) is read at the sample, for run
-processes only (``is_run_process``): for the gRPC server, whose descendants are the runs,
-that read walked every run's page map each sample, for a figure nothing reports (a
-server with four 300 MB runs below it: 27.3 ms of CPU a sample, 3.4 ms without it).
+processes only (``is_run``; ``helpers_of`` says which descendants count): for the gRPC
+server, whose descendants are the runs, that read walked every run's page map each
+sample, for a figure nothing reports (a server with four 300 MB runs below it: 27.3 ms of
+CPU a sample, 3.4 ms without it).
 """
 
 from __future__ import annotations
@@ -123,21 +124,50 @@ class Sampler:
             try:
                 started_at = process.create_time()
                 own = own_peak_bytes(process)
-                run = is_run_process(process)
+                command = command_line(process)
             except psutil.NoSuchProcess:
                 continue
-            below = descendants(process.pid, children) if run else []
+            below = helpers_of(command, process.pid, children) if is_run(command) else []
             held_alone = sum(_unique_bytes(child, unique_bytes) for child in below)
             self.peaks.record(process.pid, started_at, own + held_alone, held_alone)
 
 
-def is_run_process(process: psutil.Process) -> bool:
-    """Whether ``process`` is a run's (``SPAWNED_PROCESS_FLAG``): its descendants are its
-    helpers (the compute-log ``tail`` processes) and count toward its memory."""
+def command_line(process: psutil.Process) -> list[str]:
+    """The process's command line; empty where it cannot be read (a zombie, another
+    user's process)."""
     try:
-        return SPAWNED_PROCESS_FLAG in process.cmdline()
+        return process.cmdline()
     except (psutil.AccessDenied, psutil.ZombieProcess):
-        return False
+        return []
+
+
+def is_run(command: list[str]) -> bool:
+    """Whether a process with this command line is a run's (``SPAWNED_PROCESS_FLAG``): its
+    descendants are its helpers (the compute-log ``tail`` processes) and count toward its
+    memory."""
+    return SPAWNED_PROCESS_FLAG in command
+
+
+def helpers_of(
+    run_command: list[str], run_pid: int, children: dict[int, list[psutil.Process]]
+) -> list[psutil.Process]:
+    """The run's descendants that have become programs of their own.
+
+    A child between its fork and its exec is still the run. ``subprocess`` starts one with
+    ``vfork``: until it execs, the child shares the run's memory, and its page map shows
+    the run's private pages as its own, so its USS counted the run a second time: the rare
+    peaks of 470-472 MB (the run's ~360 MB plus its ~110 MB of private pages), whenever a
+    sample fell in the millisecond before a ``tail`` started. Such a child still has the
+    run's command line.
+    """
+    helpers = []
+    for child in descendants(run_pid, children):
+        try:
+            if command_line(child) != run_command:
+                helpers.append(child)
+        except psutil.NoSuchProcess:  # ended since the process table was read
+            pass
+    return helpers
 
 
 def children_by_parent() -> dict[int, list[psutil.Process]]:

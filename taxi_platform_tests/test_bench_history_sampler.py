@@ -11,7 +11,7 @@ import sys
 
 import psutil
 
-from bench.history_sampler import ProcessPeaks, Sampler
+from bench.history_sampler import SPAWNED_PROCESS_FLAG, ProcessPeaks, Sampler
 
 
 def test_a_reused_pid_keeps_each_process_peak_apart() -> None:
@@ -141,3 +141,56 @@ def test_a_run_counts_its_helpers_and_the_server_above_it_counts_only_itself(tmp
         )[1]
         == 0
     )
+
+
+RUN_WITH_A_CHILD_BEFORE_ITS_EXEC = """
+import ctypes, os, signal, sys
+
+# A child sharing the run's memory, as one started by subprocess (vfork) is until it
+# execs: clone(CLONE_VM) running libc's pause() on a stack of its own, so that it stays
+# in that state until it is killed instead of for a millisecond.
+CLONE_VM = 0x100
+libc = ctypes.CDLL(None, use_errno=True)
+libc.clone.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+stack = ctypes.create_string_buffer(1 << 16)
+stack_top = (ctypes.addressof(stack) + len(stack)) & ~15
+
+block = bytearray(200 * 1024 * 1024)
+for i in range(0, len(block), 4096):
+    block[i] = 1
+pause = ctypes.cast(libc.pause, ctypes.c_void_p)
+child = libc.clone(pause, stack_top, CLONE_VM | signal.SIGCHLD, None)
+assert child > 0, ctypes.get_errno()
+print(child, flush=True)
+sys.stdin.readline()
+os.kill(child, signal.SIGKILL)
+os.waitpid(child, 0)
+"""
+
+
+def test_a_child_not_yet_execd_is_not_counted_as_a_helper(tmp_path) -> None:
+    """A run's memory counted twice: a child between ``vfork`` and ``exec`` shares the
+    run's pages, and its page map shows them as its own (the rare 470 MB peaks). The run
+    here holds 200 MB; counting the child would add about as much again."""
+    script = tmp_path / "run.py"
+    script.write_text(RUN_WITH_A_CHILD_BEFORE_ITS_EXEC)
+    run = subprocess.Popen(
+        [sys.executable, str(script), SPAWNED_PROCESS_FLAG],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        child_pid = int(run.stdout.readline())
+        started = psutil.Process(run.pid).create_time()
+        child_alone = psutil.Process(child_pid).memory_full_info().uss
+        sampler = Sampler(root_pid=psutil.Process().pid, landing=tmp_path)
+        sampler.sample_once()
+    finally:
+        run.communicate(b"\n", timeout=60)
+    assert run.returncode == 0
+
+    peak, helpers = sampler.peaks.peak_with_helpers(run.pid, started - 1, started + 1)
+    assert child_alone > 150 * 1024 * 1024  # what counting it would have added
+    assert peak >= 200 * 1024 * 1024
+    assert helpers == 0
+    assert peak < 200 * 1024 * 1024 + 100 * 1024 * 1024
